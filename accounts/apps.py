@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class AccountsConfig(AppConfig):
+    name = "accounts"
+    verbose_name = _("Accounts and audit")
+
+    def ready(self) -> None:
+        from accounts import policies, signals  # noqa: F401  (policies, audit of log-ins)

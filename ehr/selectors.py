@@ -1,0 +1,97 @@
+"""Reads of patient data. Each one checks access and writes the audit event itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Max, Q, QuerySet
+from django.http import Http404
+
+from accounts import access
+from accounts.models import AuditEvent, User
+from accounts.services.audit import record_event, record_patient_reads
+from ehr.models import Patient
+
+READ_ACTIONS = (AuditEvent.Action.VIEW, AuditEvent.Action.LIST, AuditEvent.Action.EXPORT)
+
+
+def patients_visible_to(user: User) -> QuerySet[Patient]:
+    """The patients `user` may read; no data is returned, so nothing is audited here."""
+    return access.scope(user, access.VIEW, Patient.objects.select_related("organization"))
+
+
+def search_patients(*, user: User, query: str = "", page: int | str = 1) -> Page:
+    """One page of the patients `user` may read, matching `query` (name or PIN)."""
+    patients = patients_visible_to(user)
+    query = query.strip()
+    if query:
+        condition = Q()
+        for word in query.split():
+            condition &= (
+                Q(family_name__icontains=word)
+                | Q(given_name__icontains=word)
+                | Q(patronymic__icontains=word)
+                | Q(pin__startswith=word)
+            )
+        patients = patients.filter(condition)
+    result = Paginator(patients, 50).get_page(page)
+    record_patient_reads(actor=user, patients=result.object_list)
+    return result
+
+
+def patient_for(*, user: User, patient_id: int, action: str = access.VIEW) -> Patient:
+    """The patient, if `user` may perform `action` on them; otherwise 404, the same answer as
+    for a patient who does not exist, so that a refusal leaks nothing. Both are audited."""
+    patient = Patient.objects.select_related("organization").filter(pk=patient_id).first()
+    if patient is None or not access.can(user, action, patient):
+        record_event(
+            actor=user,
+            action=AuditEvent.Action.VIEW,
+            outcome=AuditEvent.Outcome.DENIED,
+            target=patient,
+            patient_id=patient.pk if patient else None,
+            region=patient.organization.region if patient else "",
+            detail={"requested_patient_id": patient_id, "requested_action": action},
+        )
+        raise Http404("No such patient")
+    record_event(
+        actor=user,
+        action=AuditEvent.Action.VIEW,
+        target=patient,
+        patient_id=patient.pk,
+        region=patient.organization.region,
+    )
+    return patient
+
+
+@dataclass(frozen=True)
+class RecordReader:
+    actor_label: str
+    actor_roles: str
+    reads: int
+    last_read_at: object
+
+
+def who_read_record(*, user: User, patient_id: int) -> tuple[Patient, list[RecordReader]]:
+    """For the patient: who has read their record, how many times, and when last."""
+    patient = patient_for(user=user, patient_id=patient_id, action="view_access_log")
+    rows = (
+        AuditEvent.objects.filter(
+            patient_id=patient.pk, action__in=READ_ACTIONS, outcome=AuditEvent.Outcome.ALLOWED
+        )
+        .exclude(actor_user_id=patient.user_id)
+        .values("actor_user_id", "actor_label", "actor_roles")
+        .annotate(reads=Count("id"), last_read_at=Max("at"))
+        .order_by("-last_read_at")
+    )
+    readers = [
+        RecordReader(
+            actor_label=row["actor_label"],
+            actor_roles=row["actor_roles"],
+            reads=row["reads"],
+            last_read_at=row["last_read_at"],
+        )
+        for row in rows
+    ]
+    return patient, readers

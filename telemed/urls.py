@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import api as accounts_api
+from ehr import api as ehr_api
+from telemed import health, views
+
+admin.site.site_header = "Telemed"
+admin.site.site_title = "Telemed"
+
+api_v1 = [
+    path("me/", accounts_api.MeView.as_view(), name="me"),
+    path("organizations/", accounts_api.OrganizationList.as_view(), name="organization-list"),
+    path(
+        "organizations/<int:pk>/",
+        accounts_api.OrganizationDetail.as_view(),
+        name="organization-detail",
+    ),
+    path("audit-events/", accounts_api.AuditEventList.as_view(), name="audit-event-list"),
+    path("patients/", ehr_api.PatientList.as_view(), name="patient-list"),
+    path("patients/<int:patient_id>/", ehr_api.PatientDetail.as_view(), name="patient-detail"),
+    path(
+        "patients/<int:patient_id>/access-log/",
+        ehr_api.PatientAccessLog.as_view(),
+        name="patient-access-log",
+    ),
+]
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("healthz", health.healthz, name="healthz"),
+    path("accounts/", include("accounts.urls")),
+    path("patients/", include("ehr.urls")),
+    path("api/v1/", include((api_v1, "api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+]
