@@ -8,6 +8,7 @@ from axes.signals import user_locked_out
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
+from accounts.lockout import lockout_username
 from accounts.models import AuditEvent, User
 from accounts.services.audit import record_event
 
@@ -27,7 +28,7 @@ def audit_logout(sender: Any, request: Any, user: User | None, **kwargs: Any) ->
 def audit_login_failed(sender: Any, credentials: dict[str, Any], **kwargs: Any) -> None:
     record_event(
         actor=None,
-        actor_label=str(credentials.get("username", ""))[:300],
+        actor_label=(lockout_username(None, credentials) or "")[:300],
         action=AuditEvent.Action.LOGIN_FAILED,
         outcome=AuditEvent.Outcome.FAILED,
     )

@@ -60,7 +60,8 @@ def check_worker() -> dict[str, Any]:
     from telemed.celery import app
 
     try:
-        replies = app.control.ping(timeout=1.0)
+        with app.connection_for_write(url=settings.REDIS_URL) as broker:
+            replies = app.control.ping(timeout=1.0, connection=broker)
     except Exception as error:  # broker unreachable
         return {"ok": False, "error": str(error)}
     workers = sorted(name for reply in replies for name in reply)

@@ -26,6 +26,8 @@ Kind = Organization.Kind
 def _fast_and_isolated(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    # Tests read English unless they ask for another language (the site's default is Russian).
+    settings.LANGUAGE_CODE = "en"
 
 
 @pytest.fixture(autouse=True, scope="session")
