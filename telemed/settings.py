@@ -28,6 +28,9 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
     SECRET_KEY = _DEV_SECRET_KEY
 
+# The demo world (known passwords!) exists only in development, decided once at start-up.
+DEMO_DATA_ALLOWED = DEBUG
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # The address of the site as users reach it; used in e-mails and printed links.

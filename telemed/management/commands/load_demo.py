@@ -88,7 +88,7 @@ class Command(BaseCommand):
     help = "Create the demo world (development only; safe to run again)."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not settings.DEBUG:
+        if not settings.DEMO_DATA_ALLOWED:
             raise CommandError("The demo world loads only in development (DEBUG on).")
         with transaction.atomic():
             organizations = self._organizations()

@@ -43,7 +43,7 @@ class Command(BaseCommand):
                 embedded_redis = self._start_embedded_redis()
                 redis_url = f"{embedded_redis.connection_url}/0"
             call_command("migrate", interactive=False, verbosity=0)
-            if settings.DEBUG and not no_demo:
+            if settings.DEMO_DATA_ALLOWED and not no_demo:
                 call_command("load_demo", verbosity=0)
             self._run_processes(host=host, port=port, redis_url=redis_url, demo=not no_demo)
         except KeyboardInterrupt:
@@ -113,7 +113,7 @@ class Command(BaseCommand):
         else:
             return
         lines = ["", "=" * 64, f"  Telemed is running at {url}"]
-        if demo and settings.DEBUG:
+        if demo and settings.DEMO_DATA_ALLOWED:
             from telemed.management.commands.load_demo import DEMO_LOGINS, DEMO_PASSWORD
 
             lines.append(f"  Demo logins (password: {DEMO_PASSWORD}):")
