@@ -4,10 +4,12 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
+from rest_framework.authtoken.admin import TokenProxy
 
 from accounts.models import AuditEvent, Membership, Organization, Specialty, User
 
@@ -18,6 +20,10 @@ def _login_through_the_site(request: HttpRequest, extra_context: Any = None) -> 
 
 
 admin.site.login = _login_through_the_site  # type: ignore[method-assign]
+# API tokens are passwords: nobody reads them in the admin (`manage.py api_token` issues them).
+admin.site.unregister(TokenProxy)
+# Roles come from memberships; Django's groups are not used.
+admin.site.unregister(Group)
 
 
 class MembershipInline(admin.TabularInline):

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from accounts.lockout import lockout_username
 from accounts.models import AuditEvent, User
-from accounts.services.audit import record_event
+from accounts.services.audit import record_event, region_of_account
 
 
 @receiver(user_logged_in)
@@ -26,11 +26,14 @@ def audit_logout(sender: Any, request: Any, user: User | None, **kwargs: Any) ->
 
 @receiver(user_login_failed)
 def audit_login_failed(sender: Any, credentials: dict[str, Any], **kwargs: Any) -> None:
+    email = lockout_username(None, credentials) or ""
     record_event(
         actor=None,
-        actor_label=(lockout_username(None, credentials) or "")[:300],
+        actor_label=email[:300],
         action=AuditEvent.Action.LOGIN_FAILED,
         outcome=AuditEvent.Outcome.FAILED,
+        # The account's region, so that its coordinator sees attacks on it.
+        region=region_of_account(email),
     )
 
 
@@ -41,4 +44,5 @@ def audit_locked_out(sender: Any, request: Any, username: str, **kwargs: Any) ->
         actor_label=str(username or "")[:300],
         action=AuditEvent.Action.LOCKED_OUT,
         outcome=AuditEvent.Outcome.DENIED,
+        region=region_of_account(str(username or "")),
     )

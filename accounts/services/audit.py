@@ -29,6 +29,12 @@ def _home_region(actor: User | None) -> str:
     return membership.organization.region if membership else ""
 
 
+def region_of_account(email: str) -> str:
+    """The region of the account with this e-mail, or "" if there is no such account."""
+    user = User.objects.filter(email__iexact=email).first() if email else None
+    return _home_region(user)
+
+
 def _target_fields(target: models.Model | None) -> dict[str, Any]:
     if target is None:
         return {"object_type": "", "object_id": "", "object_label": ""}

@@ -162,3 +162,17 @@ def test_audit_api_filters_by_patient_and_outcome(
 
     assert body["count"] == 1
     assert body["results"][0]["actor_user_id"] == other_clinician.pk
+
+
+def test_coordinator_sees_failed_logins_to_accounts_of_their_region(
+    coordinator: User, clinician: User, talas_coordinator: User
+):
+    from django.test import Client
+
+    Client().post("/accounts/login/", {"username": clinician.email, "password": "guess"})
+
+    naryn = logged_in_client(coordinator).get("/accounts/audit/", {"action": "login_failed"})
+    talas = logged_in_client(talas_coordinator).get("/accounts/audit/", {"action": "login_failed"})
+
+    assert clinician.email in naryn.content.decode()
+    assert clinician.email not in talas.content.decode()

@@ -35,6 +35,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="do not load the demo world")
 
     def handle(self, *args: Any, host: str, port: int, no_demo: bool, **options: Any) -> None:
+        # Ctrl-C and SIGTERM both stop everything, even when started from a shell that
+        # ignores SIGINT for background jobs.
+        signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         embedded_redis = None
         redis_url = settings.REDIS_URL
@@ -91,9 +94,9 @@ class Command(BaseCommand):
         try:
             honcho.wait()
         except KeyboardInterrupt:
-            # Honcho stops its processes on SIGINT (a terminal's Ctrl-C reaches it directly).
+            # Honcho stops its processes on SIGTERM (a terminal's Ctrl-C also reaches it).
             if honcho.poll() is None:
-                honcho.send_signal(signal.SIGINT)
+                honcho.terminate()
             try:
                 honcho.wait(timeout=20)
             except subprocess.TimeoutExpired:
