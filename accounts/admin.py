@@ -6,11 +6,13 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 from django.contrib.auth.views import redirect_to_login
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authtoken.admin import TokenProxy
 
+from accounts import access
 from accounts.models import AuditEvent, Membership, Organization, Specialty, User
 
 
@@ -26,7 +28,45 @@ admin.site.unregister(TokenProxy)
 admin.site.unregister(Group)
 
 
-class MembershipInline(admin.TabularInline):
+class PolicyAdminMixin:
+    """The admin asks the site's access policies (accounts/access.py), like every other edge.
+
+    Superusers, the operators who install the platform, keep Django's full admin; clinical
+    models are not registered here at all.
+    """
+
+    model: Any
+
+    def _allowed(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        if request.user.is_superuser:
+            return True
+        if obj is None:
+            return access.rows_allowed(request.user, action, self.model) != access.NOTHING
+        return access.can(request.user, action, obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)  # type: ignore[misc]
+        if request.user.is_superuser:
+            return queryset
+        return access.scope(request.user, access.VIEW, queryset)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._allowed(request, access.VIEW)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._allowed(request, access.VIEW, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._allowed(request, access.CHANGE, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._allowed(request, access.CREATE)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._allowed(request, access.DELETE, obj)
+
+
+class MembershipInline(PolicyAdminMixin, admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["organization"]
@@ -34,7 +74,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(PolicyAdminMixin, DjangoUserAdmin):
     ordering = ["email"]
     list_display = ["email", "full_name", "is_active", "is_staff", "date_joined"]
     search_fields = ["email", "full_name"]
@@ -50,9 +90,15 @@ class UserAdmin(DjangoUserAdmin):
     )
     inlines = [MembershipInline]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # Only an operator makes operators: nobody else raises anyone's (or their own) flags.
+        if request.user.is_superuser:
+            return ()
+        return ("is_staff", "is_superuser", "last_login", "date_joined")
+
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(PolicyAdminMixin, admin.ModelAdmin):
     list_display = ["name", "kind", "region", "is_active"]
     list_filter = ["kind", "region", "is_active"]
     search_fields = ["name"]
@@ -65,7 +111,7 @@ class SpecialtyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(PolicyAdminMixin, admin.ModelAdmin):
     """Read-only: the audit log is append-only."""
 
     list_display = ["at", "actor_label", "action", "outcome", "object_label", "ip_address"]
@@ -73,7 +119,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["actor_label", "object_label"]
     date_hierarchy = "at"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -80,8 +80,14 @@ def view_audit_event(user: User) -> Q:
         return EVERYTHING
     from ehr.models import Patient
 
+    allowed = NOTHING  # stays NOTHING for roles with no part of the log (the admin asks)
+    regions = coordinated_regions(user)
+    if regions:
+        allowed |= Q(region__in=regions)
     own_patient_ids = list(Patient.objects.filter(user=user).values_list("pk", flat=True))
-    return Q(region__in=coordinated_regions(user)) | Q(patient_id__in=own_patient_ids)
+    if own_patient_ids:
+        allowed |= Q(patient_id__in=own_patient_ids)
+    return allowed
 
 
 @policy("accounts.AuditEvent", EXPORT)
