@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -71,6 +71,21 @@ def scope(user: User | Any, action: str, queryset: models.QuerySet) -> models.Qu
 def can(user: User | Any, action: str, obj: models.Model) -> bool:
     model = type(obj)
     return scope(user, action, model._default_manager.filter(pk=obj.pk)).exists()
+
+
+def can_create(user: User | Any, obj: models.Model) -> bool:
+    """May `user` create `obj` (not saved yet)? The CREATE policy, checked against its values."""
+    allowed = rows_allowed(user, CREATE, type(obj))
+    if allowed == NOTHING:
+        return False
+    values: dict[str, Any] = {}
+    for field in obj._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        value = Value(getattr(obj, field.attname))
+        values[field.attname] = value
+        values[field.name] = value
+    return allowed.check(values)
 
 
 def ensure_can(user: User | Any, action: str, obj: models.Model) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from django.core.paginator import Page, Paginator
@@ -12,6 +13,7 @@ from accounts import access
 from accounts.models import AuditEvent, User
 from accounts.services.audit import record_event, record_patient_reads
 from ehr.models import Patient
+from ehr.transliteration import skeleton
 
 READ_ACTIONS = (AuditEvent.Action.VIEW, AuditEvent.Action.LIST, AuditEvent.Action.EXPORT)
 
@@ -21,20 +23,35 @@ def patients_visible_to(user: User) -> QuerySet[Patient]:
     return access.scope(user, access.VIEW, Patient.objects.select_related("organization"))
 
 
+def _parse_date(word: str) -> dt.date | None:
+    for pattern in ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return dt.datetime.strptime(word, pattern).date()  # noqa: DTZ007 (a date)
+        except ValueError:
+            continue
+    return None
+
+
+def patient_search_condition(query: str) -> Q:
+    """Words of the name in any script (transliterated), a PIN or its start, a birth date."""
+    condition = Q()
+    for word in query.split():
+        born = _parse_date(word)
+        if born:
+            condition &= Q(birth_date=born)
+        elif word.isdigit():
+            condition &= Q(pin__startswith=word)
+        else:
+            condition &= Q(search_key__contains=skeleton(word))
+    return condition
+
+
 def search_patients(*, user: User, query: str = "", page: int | str = 1) -> Page:
-    """One page of the patients `user` may read, matching `query` (name or PIN)."""
+    """One page of the patients `user` may read, matching `query` (see above)."""
     patients = patients_visible_to(user)
     query = query.strip()
     if query:
-        condition = Q()
-        for word in query.split():
-            condition &= (
-                Q(family_name__icontains=word)
-                | Q(given_name__icontains=word)
-                | Q(patronymic__icontains=word)
-                | Q(pin__startswith=word)
-            )
-        patients = patients.filter(condition)
+        patients = patients.filter(patient_search_condition(query))
     result = Paginator(patients, 50).get_page(page)
     record_patient_reads(actor=user, patients=result.object_list)
     return result

@@ -13,8 +13,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-# WebSocket routes join this list as the apps that own them land (consults signaling, alerts).
-websocket_urlpatterns: list = []
+from ehr.routing import websocket_urlpatterns as ehr_websockets  # noqa: E402
+
+# WebSocket routes of every app (ehr: live alerts; consults: signaling, when it lands).
+websocket_urlpatterns: list = [*ehr_websockets]
 
 application = ProtocolTypeRouter(
     {

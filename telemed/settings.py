@@ -209,6 +209,11 @@ USE_TZ = True
 # --- Static and uploaded files --------------------------------------------------------------
 
 STATIC_URL = "/static/"
+NODE_MODULES = BASE_DIR / "node_modules"
+# Browser libraries installed by npm (package.json), served as they are.
+STATICFILES_DIRS = [("vendor/uplot", NODE_MODULES / "uplot" / "dist")]
+# A TrueType font with Cyrillic and the Kyrgyz letters (ң, ө, ү) for PDF documents.
+PDF_FONT_DIR = Path(env_str("PDF_FONT_DIR", str(NODE_MODULES / "dejavu-fonts-ttf" / "ttf")))
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))

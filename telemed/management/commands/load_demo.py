@@ -16,6 +16,7 @@ from django.db import transaction
 from accounts.models import Membership, Organization, Region, Specialty, User
 from accounts.services.users import grant_membership
 from ehr.models import Patient
+from ehr.services.patients import refresh_search_key
 
 DEMO_PASSWORD = "telemed-demo"
 
@@ -127,7 +128,7 @@ class Command(BaseCommand):
 
     def _patients(self, organizations: dict[str, Organization], users: dict[str, User]) -> None:
         for pin, family, given, patronymic, born, sex, clinic, email in PATIENTS:
-            Patient.objects.get_or_create(
+            patient, created = Patient.objects.get_or_create(
                 pin=pin,
                 defaults={
                     "family_name": family,
@@ -139,3 +140,5 @@ class Command(BaseCommand):
                     "user": users[email] if email else None,
                 },
             )
+            if created:
+                refresh_search_key(patient)
