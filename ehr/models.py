@@ -233,9 +233,7 @@ class Allergy(RecordEntry):
 
     substance = models.CharField(_("substance"), max_length=200)
     reaction = models.CharField(_("reaction"), max_length=200, blank=True)
-    severity = models.CharField(
-        _("severity"), max_length=16, choices=Severity.choices, blank=True
-    )
+    severity = models.CharField(_("severity"), max_length=16, choices=Severity.choices, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE
     )
@@ -248,6 +246,24 @@ class Allergy(RecordEntry):
 
     def __str__(self) -> str:
         return self.substance
+
+
+# Names of the codes everyone meets, in the reader's language (the stored `display` is
+# whatever the source said, often in another language).
+KNOWN_CODES = {
+    "85354-9": _("Blood pressure"),
+    "8480-6": _("Systolic blood pressure"),
+    "8462-4": _("Diastolic blood pressure"),
+    "8867-4": _("Pulse"),
+    "15074-8": _("Blood glucose"),
+    "2339-0": _("Blood glucose"),
+    "29463-7": _("Weight"),
+    "8310-5": _("Body temperature"),
+    "59408-5": _("Oxygen saturation (SpO2)"),
+    "75325-1": _("Symptoms"),
+}
+# UCUM units as people write them.
+UNIT_LABELS = {"mm[Hg]": "mmHg", "Cel": "°C", "/min": _("/min"), "umol/L": "µmol/L"}
 
 
 class Observation(RecordEntry):
@@ -303,13 +319,18 @@ class Observation(RecordEntry):
         return f"{self.display}: {self.value_display}"
 
     @property
+    def label(self) -> str:
+        return str(KNOWN_CODES.get(self.code, self.display))
+
+    @property
     def value_display(self) -> str:
         if self.components:
             values = "/".join(f"{c['value']:g}" if isinstance(c["value"], float) else str(c["value"])
                               for c in self.components)  # fmt: skip
-            return f"{values} {self.components[0].get('unit', '')}".strip()
+            unit = self.components[0].get("unit", "")
+            return f"{values} {UNIT_LABELS.get(unit, unit)}".strip()
         if self.value is not None:
-            return f"{self.value.normalize():f} {self.unit}".strip()
+            return f"{self.value.normalize():f} {UNIT_LABELS.get(self.unit, self.unit)}".strip()
         return self.value_text
 
 
@@ -405,9 +426,7 @@ class Alert(models.Model):
     """A diary entry outside the care team's range; shown until a clinician acknowledges it."""
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="alerts")
-    observation = models.OneToOneField(
-        Observation, on_delete=models.CASCADE, related_name="alert"
-    )
+    observation = models.OneToOneField(Observation, on_delete=models.CASCADE, related_name="alert")
     measure = models.CharField(_("measure"), max_length=32, choices=DiaryMeasure.choices)
     message = models.CharField(_("message"), max_length=300)
     created_at = models.DateTimeField(_("raised"), default=timezone.now)

@@ -12,7 +12,7 @@ from django.http import Http404
 from accounts import access
 from accounts.models import AuditEvent, User
 from accounts.services.audit import record_event, record_patient_reads
-from ehr.models import Patient
+from ehr.models import Allergy, Condition, Document, Medication, Observation, Patient
 from ehr.transliteration import skeleton
 
 READ_ACTIONS = (AuditEvent.Action.VIEW, AuditEvent.Action.LIST, AuditEvent.Action.EXPORT)
@@ -112,3 +112,94 @@ def who_read_record(*, user: User, patient_id: int) -> tuple[Patient, list[Recor
         for row in rows
     ]
     return patient, readers
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    at: object
+    kind: str
+    entry: object
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    patient: Patient
+    conditions: list
+    medications: list
+    allergies: list
+    latest_observations: list
+    timeline: Page
+    can_change: bool
+
+
+def latest_observation_per_code(patient: Patient, *, as_of: object = None) -> list[Observation]:
+    """The most recent observation of each code (vitals and results), newest first."""
+    observations = patient.observation_set.exclude(code="")
+    if as_of is not None:
+        observations = observations.filter(effective_at__lte=as_of)
+    latest: dict[str, Observation] = {}
+    for observation in observations.order_by("-effective_at")[:500]:
+        latest.setdefault(observation.code, observation)
+    return list(latest.values())
+
+
+def _timeline(patient: Patient, page: int | str) -> Page:
+    items: list[TimelineItem] = []
+    for encounter in patient.encounter_set.all()[:200]:
+        items.append(TimelineItem(encounter.started_at, "encounter", encounter))
+    for condition in patient.condition_set.all()[:200]:
+        items.append(TimelineItem(condition.recorded_at, "condition", condition))
+    for observation in patient.observation_set.all()[:300]:
+        items.append(TimelineItem(observation.effective_at, "observation", observation))
+    for note in patient.clinicalnote_set.select_related("recorded_by")[:200]:
+        items.append(TimelineItem(note.recorded_at, "note", note))
+    for document in patient.document_set.all()[:200]:
+        items.append(TimelineItem(document.recorded_at, "document", document))
+    for medication in patient.medication_set.all()[:200]:
+        items.append(TimelineItem(medication.recorded_at, "medication", medication))
+    items.sort(key=lambda item: item.at, reverse=True)
+    return Paginator(items, 30).get_page(page)
+
+
+def patient_record(*, user: User, patient_id: int, page: int | str = 1) -> PatientRecord:
+    """The record at a glance: problems, medications, allergies, latest values, timeline."""
+    patient = patient_for(user=user, patient_id=patient_id)
+    return PatientRecord(
+        patient=patient,
+        conditions=list(
+            patient.condition_set.exclude(clinical_status=Condition.ClinicalStatus.RESOLVED)
+        ),
+        medications=list(patient.medication_set.filter(status=Medication.Status.ACTIVE)),
+        allergies=list(patient.allergy_set.filter(status=Allergy.Status.ACTIVE)),
+        latest_observations=latest_observation_per_code(patient)[:12],
+        timeline=_timeline(patient, page),
+        can_change=access.can(user, access.CHANGE, patient),
+    )
+
+
+def record_entry_for(*, user: User, model: type, entry_id: int, patient_id: int) -> object:
+    """One entry of a record, for someone allowed to change it (404 otherwise)."""
+    entry = (
+        access.scope(user, access.CHANGE, model.objects.filter(patient_id=patient_id))
+        .filter(pk=entry_id)
+        .first()
+    )
+    if entry is None:
+        raise Http404("No such entry")
+    return entry
+
+
+def document_for(*, user: User, patient_id: int, document_id: int) -> Document:
+    """A document of the record, for someone allowed to read it; the read is audited."""
+    patient = patient_for(user=user, patient_id=patient_id)
+    document = patient.document_set.filter(pk=document_id).first()
+    if document is None:
+        raise Http404("No such document")
+    record_event(
+        actor=user,
+        action=AuditEvent.Action.VIEW,
+        target=document,
+        patient_id=patient.pk,
+        region=patient.organization.region,
+    )
+    return document

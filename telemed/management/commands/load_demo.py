@@ -17,6 +17,7 @@ from accounts.models import Membership, Organization, Region, Specialty, User
 from accounts.services.users import grant_membership
 from ehr.models import Patient
 from ehr.services.patients import refresh_search_key
+from telemed.demo_records import create_demo_records
 
 DEMO_PASSWORD = "telemed-demo"
 
@@ -94,7 +95,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             organizations = self._organizations()
             users = self._users(organizations)
-            self._patients(organizations, users)
+            patients = self._patients(organizations, users)
+            create_demo_records(clinician=users["clinician@demo.kg"], patients=patients)
         self.stdout.write(f"Demo world ready; every demo login's password is {DEMO_PASSWORD}")
 
     def _organizations(self) -> dict[str, Organization]:
@@ -126,7 +128,10 @@ class Command(BaseCommand):
             users[email] = user
         return users
 
-    def _patients(self, organizations: dict[str, Organization], users: dict[str, User]) -> None:
+    def _patients(
+        self, organizations: dict[str, Organization], users: dict[str, User]
+    ) -> dict[str, Patient]:
+        patients = {}
         for pin, family, given, patronymic, born, sex, clinic, email in PATIENTS:
             patient, created = Patient.objects.get_or_create(
                 pin=pin,
@@ -142,3 +147,5 @@ class Command(BaseCommand):
             )
             if created:
                 refresh_search_key(patient)
+            patients[pin] = patient
+        return patients
