@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts import access
 from accounts.models import AuditEvent, Membership, Region
+from ehr.models import Document, LabMessage, Observation
 from tests.conftest import logged_in_client
 
 pytestmark = pytest.mark.django_db
@@ -42,6 +44,28 @@ MATRIX = [
     ("admin_user", "change", "patient", False),
     ("patient_user", "view_access_log", "patient", True),
     ("clinician", "view_access_log", "patient", False),
+    # Entries of the record follow their patient.
+    ("clinician", "view", "observation", True),
+    ("clinician", "change", "observation", True),
+    ("other_clinician", "view", "observation", False),
+    ("patient_user", "view", "observation", True),
+    ("patient_user", "change", "observation", False),
+    ("coordinator", "view", "observation", True),
+    ("coordinator", "change", "observation", False),
+    ("talas_coordinator", "view", "observation", False),
+    ("admin_user", "view", "observation", False),
+    ("specialist", "view", "observation", False),
+    ("clinician", "view", "document", True),
+    ("other_clinician", "view", "document", False),
+    ("patient_user", "keep_diary", "patient", True),
+    ("clinician", "keep_diary", "patient", False),
+    # Lab messages: matched ones follow the patient; unmatched ones go to coordinators.
+    ("clinician", "view", "matched_lab_message", True),
+    ("other_clinician", "view", "matched_lab_message", False),
+    ("clinician", "view", "unmatched_lab_message", False),
+    ("coordinator", "view", "unmatched_lab_message", True),
+    ("admin_user", "view", "unmatched_lab_message", False),
+    ("patient_user", "view", "matched_lab_message", False),
     # Organizations: a directory for staff, own clinics for patients, managed by admins.
     ("patient_user", "view", "clinic", True),
     ("patient_user", "view", "other_clinic", False),
@@ -107,6 +131,19 @@ def world(
     ]  # fmt: skip
     objects = {name: request.getfixturevalue(name) for name in names}
     objects["clinician_membership"] = Membership.objects.get(user=clinician)
+    objects["observation"] = Observation.objects.create(
+        patient=patient, category="vital-signs", source="clinician", display="Pulse",
+        value=72, unit="/min", effective_at=timezone.now(),
+    )  # fmt: skip
+    objects["document"] = Document.objects.create(
+        patient=patient, title="Scan", content_type="application/pdf", sha256="0" * 64
+    )
+    objects["matched_lab_message"] = LabMessage.objects.create(
+        channel="http", raw="MSH|...", status="accepted", patient=patient
+    )
+    objects["unmatched_lab_message"] = LabMessage.objects.create(
+        channel="mllp", raw="MSH|...", status="unmatched"
+    )
     objects["naryn_event"] = AuditEvent.objects.create(
         action="view", outcome="allowed", patient_id=patient.pk, region=Region.NARYN
     )
