@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
 from ehr import api as ehr_api
+from ehr.fhir import views as fhir_views
 from telemed import health, views
 
 admin.site.site_header = "Telemed"
@@ -35,6 +36,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("patients/", include("ehr.urls")),
     path("diary/", include("ehr.diary.urls")),
+    # FHIR clients POST transaction bundles to the base URL itself, without a slash.
+    path("fhir", fhir_views.transaction),
     path("fhir/", include("ehr.fhir.urls")),
     path("hl7/", include("ehr.hl7.urls")),
     path("api/v1/", include((api_v1, "api"))),

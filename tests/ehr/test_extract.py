@@ -122,3 +122,33 @@ def test_extract_is_refused_like_a_missing_patient(other_clinician: User, record
 
     assert client.get(f"/patients/{record.pk}/extract/").status_code == 404
     assert client.get(f"/patients/{record.pk}/extract.pdf").status_code == 404
+
+
+def test_extract_as_a_fhir_bundle_validates_and_is_audited(clinician: User, record: Patient):
+    from fhir.resources.R4B.bundle import Bundle
+
+    response = logged_in_client(clinician).get(f"/patients/{record.pk}/extract.fhir.json")
+
+    bundle = Bundle.model_validate(response.json())
+    kinds = sorted({entry.resource.get_resource_type() for entry in bundle.entry})
+    assert response["Content-Type"].startswith("application/fhir+json")
+    assert kinds == ["AllergyIntolerance", "Condition", "MedicationStatement", "Observation",
+                     "Patient"]  # fmt: skip
+    assert AuditEvent.objects.filter(action="export", patient_id=record.pk).exists()
+
+
+def test_fhir_clients_post_transactions_to_the_base_url_without_a_slash(
+    clinician: User, patient: Patient
+):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=clinician).key
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+
+    response = logged_in_client(clinician).post(
+        "/fhir", bundle, content_type="application/fhir+json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    assert response.json()["type"] == "transaction-response"
