@@ -162,6 +162,9 @@ class Encounter(RecordEntry):
         ordering = ["-started_at"]
         constraints = [_unique_source("encounter")]
 
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.started_at:%Y-%m-%d}"
+
 
 class Condition(RecordEntry):
     class ClinicalStatus(models.TextChoices):
@@ -325,8 +328,10 @@ class Observation(RecordEntry):
     @property
     def value_display(self) -> str:
         if self.components:
-            values = "/".join(f"{c['value']:g}" if isinstance(c["value"], float) else str(c["value"])
-                              for c in self.components)  # fmt: skip
+            values = "/".join(
+                f"{c['value']:g}" if isinstance(c["value"], float) else str(c["value"])
+                for c in self.components
+            )
             unit = self.components[0].get("unit", "")
             return f"{values} {UNIT_LABELS.get(unit, unit)}".strip()
         if self.value is not None:
@@ -346,6 +351,9 @@ class ClinicalNote(RecordEntry):
         verbose_name_plural = _("clinical notes")
         ordering = ["-recorded_at"]
         constraints = [_unique_source("clinicalnote")]
+
+    def __str__(self) -> str:
+        return self.title or self.text[:60]
 
 
 def document_path(document: Document, filename: str) -> str:
@@ -421,6 +429,9 @@ class DiaryThreshold(models.Model):
             models.UniqueConstraint(fields=["patient", "measure"], name="one_threshold_per_measure")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.get_measure_display()}: {self.low}–{self.high}"
+
 
 class Alert(models.Model):
     """A diary entry outside the care team's range; shown until a clinician acknowledges it."""
@@ -444,6 +455,9 @@ class Alert(models.Model):
         verbose_name = _("alert")
         verbose_name_plural = _("alerts")
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.message
 
     @property
     def is_open(self) -> bool:
@@ -479,3 +493,6 @@ class LabMessage(models.Model):
         verbose_name = _("lab message")
         verbose_name_plural = _("lab messages")
         ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.control_id} {self.get_status_display()}"

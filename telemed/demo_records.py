@@ -205,10 +205,17 @@ def create_demo_records(*, clinician: User, patients: dict[str, Patient]) -> Non
                                   low=Decimal(50), set_by=clinician)  # fmt: skip
     for observation in high:
         observation.refresh_from_db()
-        values = "/".join(str(c["value"]) for c in observation.components)
-        Alert.objects.create(patient=asel, observation=observation,
-                             measure=DiaryMeasure.BLOOD_PRESSURE, created_at=observation.effective_at,
-                             message=f"Blood pressure {values} mm[Hg] is above 150/95")  # fmt: skip
+        systolic, diastolic = (c["value"] for c in observation.components)
+        reasons = ["SYS > 150" if systolic > 150 else "", "DIA > 95" if diastolic > 95 else ""]
+        observation.interpretation = "H"
+        observation.save(update_fields=["interpretation"])
+        Alert.objects.create(
+            patient=asel,
+            observation=observation,
+            measure=DiaryMeasure.BLOOD_PRESSURE,
+            created_at=observation.effective_at,
+            message=f"{observation.value_display} ({', '.join(r for r in reasons if r)})",
+        )
 
     # Nurlan Osmonov, 68: type 2 diabetes, glucose from the diary, HbA1c from the lab.
     entry(

@@ -148,6 +148,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 # The processes `make run` starts; /healthz reports each. Later parts (media broker, DICOM
 # server, HL7 listener) add their names here as they join the Procfile.
 PLATFORM_PROCESSES = ["web", "worker", "beat"]
+PLATFORM_PROCESSES.append("hl7")
+HL7_HOST = env_str("HL7_HOST", "127.0.0.1")
+HL7_PORT = env_int("HL7_PORT", 2575)
+# MLLP has no authentication: only these addresses (or networks, "10.1.0.0/24") may connect.
+HL7_ALLOWED_CLIENTS = env_list("HL7_ALLOWED_CLIENTS", ["127.0.0.1"])
 HEARTBEAT_MAX_AGE_SECONDS = env_int("HEARTBEAT_MAX_AGE_SECONDS", 60)
 
 # --- Accounts, authentication, two-factor, lock-out -----------------------------------------

@@ -37,7 +37,8 @@ def test_healthz_reports_each_part_with_a_boolean_ok(settings):
 
     body = response.json()
     assert response.status_code == 200
-    assert set(body) == {"database", "redis", "web", "worker", "beat"}
+    assert set(body) == {"database", "redis", *settings.PLATFORM_PROCESSES}
+    assert {"web", "worker", "beat", "hl7"} <= set(body)
     assert all(part["ok"] is True for part in body.values())
 
 
