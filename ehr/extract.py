@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -79,8 +80,8 @@ def _font_path(name: str) -> Path:
     return path
 
 
-def render_pdf(extract: Extract) -> bytes:
-    """The extract as an A4 PDF (fpdf2, DejaVu Sans for Cyrillic and Kyrgyz letters)."""
+def pdf_document() -> Any:
+    """An A4 page with DejaVu Sans (Cyrillic and the Kyrgyz letters) as font "DejaVu"."""
     from fpdf import FPDF
 
     pdf = FPDF(format="A4")
@@ -88,6 +89,12 @@ def render_pdf(extract: Extract) -> bytes:
     pdf.add_font("DejaVu", "", str(_font_path("DejaVuSans.ttf")))
     pdf.add_font("DejaVu", "B", str(_font_path("DejaVuSans-Bold.ttf")))
     pdf.add_page()
+    return pdf
+
+
+def render_pdf(extract: Extract) -> bytes:
+    """The extract as an A4 PDF (fpdf2)."""
+    pdf = pdf_document()
     patient = extract.patient
     local = timezone.localtime(extract.as_of)
 

@@ -4,7 +4,7 @@
 - a clinician: patients of their organization, read and change;
 - a coordinator: patients of the clinics of their region, read (for triage);
 - a specialist: patients of the consults assigned to them while the consult is open
-  (granted by the consults app once it lands; nothing before that);
+  (the consults app adds that grant to PATIENT_VIEW_GRANTS);
 - an administrator: no clinical data.
 
 Every entry of the record (encounters, conditions, observations, documents...) follows its
@@ -42,13 +42,21 @@ RECORD_MODELS = [
 ]
 
 
+# Other apps open a patient's record to more people, each by a function from the user to a
+# Q over patients (consults: the specialist of an open consult).
+PATIENT_VIEW_GRANTS: list = []
+
+
 @policy("ehr.Patient", VIEW)
 def view_patient(user: User) -> Q:
-    return (
+    allowed = (
         Q(user=user)
         | Q(organization_id__in=organization_ids(user, Role.CLINICIAN))
         | Q(organization__region__in=coordinated_regions(user))
     )
+    for grant in PATIENT_VIEW_GRANTS:
+        allowed |= grant(user)
+    return allowed
 
 
 @policy("ehr.Patient", CHANGE, CREATE)

@@ -316,3 +316,71 @@ def create_demo_records(*, clinician: User, patients: dict[str, Patient]) -> Non
         _vital(maria, at(14, 11), "59408-5", "Oxygen saturation", 93, "%", source="clinician"),
         _vital(maria, at(14, 11), "8310-5", "Body temperature", 36.7, "Cel", source="clinician"),
     ])  # fmt: skip
+
+
+def create_demo_referrals(
+    *, clinician: User, coordinator: User, specialist: User, patients: dict[str, Patient]
+) -> None:
+    """Referrals in the states a regional centre sees on an ordinary day."""
+    from accounts.models import Specialty
+    from consults.models import Referral
+    from consults.services import referrals as workflow
+
+    if Referral.objects.exists():
+        return
+    cardiology = Specialty.objects.get(code="cardiology")
+    pulmonology = Specialty.objects.get(code="pulmonology")
+    asel = patients["11503198500123"]
+    nurlan = patients["22207195800456"]
+    maria = patients["10911196200789"]
+
+    def new(patient: Patient, specialty: Specialty, urgency: str, question: str) -> Referral:
+        return workflow.create_referral(
+            clinician=clinician, patient=patient, specialty=specialty, urgency=urgency,
+            question=question,
+        )  # fmt: skip
+
+    def send(referral: Referral, hours_ago: float) -> Referral:
+        workflow.submit_referral(referral=referral, clinician=clinician)
+        moment = timezone.now() - dt.timedelta(hours=hours_ago)
+        Referral.objects.filter(pk=referral.pk).update(submitted_at=moment, extract_as_of=moment)
+        referral.refresh_from_db()
+        return referral
+
+    def triage(referral: Referral) -> Referral:
+        return workflow.triage_referral(
+            referral=referral, coordinator=coordinator, specialist=specialist, priority=3,
+            mode=Referral.Mode.ASYNC,
+        )  # fmt: skip
+
+    # Open and assigned to the demo specialist, who can read Asel's record meanwhile.
+    triage(send(new(asel, cardiology, "routine", "АД 150–170/95–105 на двух препаратах. "
+                    "Подбор терапии? Нужна ли ЭхоКГ?"), 30))  # fmt: skip
+    # Waiting for triage: one urgent and overdue, one routine.
+    send(new(nurlan, cardiology, "urgent", "Давящие боли за грудиной при ходьбе 200 м, "
+             "появились неделю назад. ЭКГ прилагается. Нестабильная стенокардия?"), 3)  # fmt: skip
+    send(new(maria, pulmonology, "routine", "ХОБЛ, нарастает одышка, SpO2 93%. Коррекция "
+             "ингаляционной терапии?"), 5)  # fmt: skip
+    # A draft, a declined and a cancelled one.
+    new(maria, cardiology, "routine", "Отёки голеней к вечеру.")
+    declined = send(new(asel, pulmonology, "routine", "Кашель после ОРВИ 3 недели."), 200)
+    workflow.decline_referral(referral=declined, coordinator=coordinator,
+                              reason="Лечение по протоколу на уровне ЦСМ; при сохранении "
+                                     "кашеля > 8 недель — повторно.")  # fmt: skip
+    cancelled = new(nurlan, pulmonology, "routine", "Одышка.")
+    workflow.cancel_referral(referral=cancelled, clinician=clinician,
+                             reason="Пациент уехал в Бишкек.")  # fmt: skip
+    # Answered: a report signed (to read) and one closed.
+    for closed in (False, True):
+        referral = triage(send(new(nurlan, cardiology, "routine",
+                                   "ИБС, контроль терапии после стентирования."), 400))  # fmt: skip
+        workflow.save_report(
+            referral=referral, specialist=specialist,
+            findings="Стенокардия напряжения ФК II. ЭКГ без острой ишемии.",
+            diagnosis_code="I20.8", diagnosis_text="Стабильная стенокардия напряжения",
+            recommendations="Продолжить аторвастатин 20 мг, добавить бисопролол 2,5 мг.",
+            follow_up="Контроль через 3 месяца",
+        )  # fmt: skip
+        workflow.sign_report(referral=referral, specialist=specialist)
+        if closed:
+            workflow.close_referral(referral=referral, clinician=clinician)

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "telemed",
     "accounts",
     "ehr",
+    "consults",
 ]
 
 MIDDLEWARE = [
@@ -286,5 +287,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    "loggers": {"axes": {"level": "WARNING"}, "fontTools": {"level": "WARNING"}},
 }

@@ -36,6 +36,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("patients/", include("ehr.urls")),
     path("diary/", include("ehr.diary.urls")),
+    path("consults/", include("consults.urls")),
     # FHIR clients POST transaction bundles to the base URL itself, without a slash.
     path("fhir", fhir_views.transaction),
     path("fhir/", include("ehr.fhir.urls")),

@@ -2,27 +2,7 @@
 
 from django.db import migrations
 
-SPECIALTIES = [
-    ("cardiology", "Cardiology", "Кардиология", "Кардиология"),
-    ("neurology", "Neurology", "Неврология", "Неврология"),
-    ("radiology", "Radiology", "Лучевая диагностика", "Нур диагностикасы"),
-    ("ultrasound", "Ultrasound diagnostics", "Ультразвуковая диагностика", "Ультра үн диагностикасы"),
-    ("pediatrics", "Pediatrics", "Педиатрия", "Педиатрия"),
-    ("obstetrics-gynecology", "Obstetrics and gynecology", "Акушерство и гинекология", "Акушерчилик жана гинекология"),
-    ("surgery", "Surgery", "Хирургия", "Хирургия"),
-    ("traumatology", "Traumatology and orthopedics", "Травматология и ортопедия", "Травматология жана ортопедия"),
-    ("endocrinology", "Endocrinology", "Эндокринология", "Эндокринология"),
-    ("pulmonology", "Pulmonology", "Пульмонология", "Пульмонология"),
-    ("gastroenterology", "Gastroenterology", "Гастроэнтерология", "Гастроэнтерология"),
-    ("infectious-diseases", "Infectious diseases", "Инфекционные болезни", "Жугуштуу оорулар"),
-    ("dermatology", "Dermatology", "Дерматология", "Дерматология"),
-    ("ophthalmology", "Ophthalmology", "Офтальмология", "Офтальмология"),
-    ("oncology", "Oncology", "Онкология", "Онкология"),
-    ("psychiatry", "Psychiatry", "Психиатрия", "Психиатрия"),
-    ("nephrology", "Nephrology", "Нефрология", "Нефрология"),
-    ("tuberculosis", "Phthisiology (tuberculosis)", "Фтизиатрия", "Фтизиатрия"),
-]
-
+from accounts.specialties import SPECIALTIES  # a stable catalogue
 
 def add_specialties(apps, schema_editor):
     Specialty = apps.get_model("accounts", "Specialty")
@@ -30,7 +10,6 @@ def add_specialties(apps, schema_editor):
         Specialty.objects.update_or_create(
             code=code, defaults={"name_en": name_en, "name_ru": name_ru, "name_ky": name_ky}
         )
-
 
 class Migration(migrations.Migration):
     dependencies = [("accounts", "0002_audit_append_only")]

@@ -50,3 +50,16 @@ def test_every_printed_demo_login_works(email: str, description: str):
 
     assert response.status_code == 302
     assert client.get("/").status_code == 200
+
+
+def test_demo_world_has_referrals_in_the_states_a_centre_sees():
+    from consults.models import Referral
+
+    call_command("load_demo", verbosity=0)
+
+    statuses = set(Referral.objects.values_list("status", flat=True))
+    assert statuses >= {
+        "draft", "submitted", "triaged", "report_signed", "closed", "declined", "cancelled"
+    }  # fmt: skip
+    specialist = User.objects.get(email="specialist@demo.kg")
+    assert Referral.objects.filter(specialist=specialist, status="triaged").exists()

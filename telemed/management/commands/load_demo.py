@@ -15,9 +15,10 @@ from django.db import transaction
 
 from accounts.models import Membership, Organization, Region, Specialty, User
 from accounts.services.users import grant_membership
+from accounts.specialties import ensure_specialties
 from ehr.models import Patient
 from ehr.services.patients import refresh_search_key
-from telemed.demo_records import create_demo_records
+from telemed.demo_records import create_demo_records, create_demo_referrals
 
 DEMO_PASSWORD = "telemed-demo"
 
@@ -93,10 +94,17 @@ class Command(BaseCommand):
         if not settings.DEMO_DATA_ALLOWED:
             raise CommandError("The demo world loads only in development (DEBUG on).")
         with transaction.atomic():
+            ensure_specialties()
             organizations = self._organizations()
             users = self._users(organizations)
             patients = self._patients(organizations, users)
             create_demo_records(clinician=users["clinician@demo.kg"], patients=patients)
+            create_demo_referrals(
+                clinician=users["clinician@demo.kg"],
+                coordinator=users["coordinator@demo.kg"],
+                specialist=users["specialist@demo.kg"],
+                patients=patients,
+            )
         self.stdout.write(f"Demo world ready; every demo login's password is {DEMO_PASSWORD}")
 
     def _organizations(self) -> dict[str, Organization]:

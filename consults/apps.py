@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class ConsultsConfig(AppConfig):
+    name = "consults"
+    verbose_name = _("Consultations")
+
+    def ready(self) -> None:
+        from consults import policies  # noqa: F401  (registers the access policies)

@@ -1,0 +1,70 @@
+"""Who may see and move a referral.
+
+- the referring clinic's clinicians: create, edit drafts, submit, cancel, close;
+- the coordinators of the referring clinic's region: triage (or decline);
+- the specialist it is assigned to: read it, write and sign the report; while it is open
+  (triaged to report signed) they also read the patient's record;
+- the patient: reads their own referrals.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Q
+
+from accounts.access import (
+    CHANGE,
+    CREATE,
+    NOTHING,
+    VIEW,
+    coordinated_regions,
+    organization_ids,
+    policy,
+)
+from accounts.models import Membership, User
+from ehr.policies import PATIENT_VIEW_GRANTS
+
+Role = Membership.Role
+TRIAGE = "triage"
+REPORT = "report"
+
+
+def _referring(user: User) -> Q:
+    organizations = organization_ids(user, Role.CLINICIAN)
+    return Q(referring_organization_id__in=organizations) if organizations else NOTHING
+
+
+@policy("consults.Referral", VIEW)
+def view_referral(user: User) -> Q:
+    allowed = _referring(user) | Q(specialist=user) | Q(patient__user=user)
+    regions = coordinated_regions(user)
+    if regions:
+        allowed |= Q(region__in=regions) & ~Q(status="draft")
+    return allowed
+
+
+@policy("consults.Referral", CHANGE, CREATE)
+def change_referral(user: User) -> Q:
+    return _referring(user)
+
+
+@policy("consults.Referral", TRIAGE)
+def triage_referral(user: User) -> Q:
+    regions = coordinated_regions(user)
+    return Q(region__in=regions) if regions else NOTHING
+
+
+@policy("consults.Referral", REPORT)
+def report_on_referral(user: User) -> Q:
+    return Q(specialist=user)
+
+
+def specialist_of_open_consult(user: User) -> Q:
+    from consults.models import OPEN_STATUSES, Referral
+
+    if not user.roles & {Role.SPECIALIST}:
+        return NOTHING
+    patients = Referral.objects.filter(specialist=user, status__in=OPEN_STATUSES)
+    return Q(pk__in=patients.values("patient_id"))
+
+
+PATIENT_VIEW_GRANTS.append(specialist_of_open_consult)
