@@ -163,3 +163,186 @@ class ConsultReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.diagnosis_code} {self.diagnosis_text}"
+
+
+class AvailabilityRule(models.Model):
+    """A specialist's weekly consulting hours, cut into slots, in their own time zone."""
+
+    specialist = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="availability_rules"
+    )
+    weekday = models.PositiveSmallIntegerField(
+        _("weekday"), help_text=_("0 is Monday, 6 is Sunday")
+    )
+    start_time = models.TimeField(_("from"))
+    end_time = models.TimeField(_("until"))
+    slot_minutes = models.PositiveSmallIntegerField(_("slot length (minutes)"), default=30)
+    valid_from = models.DateField(_("valid from"), null=True, blank=True)
+    valid_until = models.DateField(_("valid until"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("availability rule")
+        verbose_name_plural = _("availability rules")
+        ordering = ["specialist", "weekday", "start_time"]
+
+    def __str__(self) -> str:
+        return f"{self.specialist} {self.weekday} {self.start_time}–{self.end_time}"
+
+
+class AvailabilityException(models.Model):
+    """Leave, a holiday, a conference: no slots between `starts_at` and `ends_at`."""
+
+    specialist = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="availability_exceptions"
+    )
+    starts_at = models.DateTimeField(_("from"))
+    ends_at = models.DateTimeField(_("until"))
+    reason = models.CharField(_("reason"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("availability exception")
+        verbose_name_plural = _("availability exceptions")
+        ordering = ["starts_at"]
+
+    def __str__(self) -> str:
+        return f"{self.specialist} {self.starts_at:%Y-%m-%d}–{self.ends_at:%Y-%m-%d}"
+
+
+class Appointment(models.Model):
+    """A booked session of a referral: one slot of the specialist's calendar.
+
+    Bookings start on the slot grid, so "one booking per specialist per start" (a partial
+    unique constraint, enforced by the database on SQLite and PostgreSQL alike) is what makes
+    two people booking the same slot at once get one booking and one refusal.
+    """
+
+    class Kind(models.TextChoices):
+        DOCTOR_DOCTOR = "doctor_doctor", _("doctor–doctor")
+        DOCTOR_PATIENT = "doctor_patient", _("doctor–patient")
+        GROUP = "group", _("several participants")
+
+    class Status(models.TextChoices):
+        BOOKED = "booked", _("booked")
+        CANCELLED = "cancelled", _("cancelled")
+        COMPLETED = "completed", _("completed")
+
+    referral = models.ForeignKey(
+        Referral, on_delete=models.CASCADE, related_name="appointments", verbose_name=_("referral")
+    )
+    specialist = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="appointments"
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    starts_at = models.DateTimeField(_("start"), db_index=True)
+    ends_at = models.DateTimeField(_("end"))
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.BOOKED
+    )
+    booked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    booked_at = models.DateTimeField(default=timezone.now)
+    cancel_reason = models.CharField(_("reason"), max_length=300, blank=True)
+    reminded_24h_at = models.DateTimeField(null=True, blank=True)
+    reminded_15m_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("appointment")
+        verbose_name_plural = _("appointments")
+        ordering = ["starts_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["specialist", "starts_at"],
+                condition=models.Q(status="booked"),
+                name="one_booking_per_specialist_slot",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.referral} {self.starts_at:%Y-%m-%d %H:%M}"
+
+    def is_joinable_at(self, moment: dt.datetime) -> bool:
+        """Participants may join from 15 minutes before the start until the end."""
+        return (
+            self.status == self.Status.BOOKED
+            and self.starts_at - dt.timedelta(minutes=15) <= moment <= self.ends_at
+        )
+
+
+class Participant(models.Model):
+    """Someone invited to an appointment: a user, or a patient or relative without an account
+    (who joins by a signed link sent to their e-mail or phone)."""
+
+    class Role(models.TextChoices):
+        SPECIALIST = "specialist", _("specialist")
+        CLINICIAN = "clinician", _("clinician")
+        PATIENT = "patient", _("patient")
+        INTERPRETER = "interpreter", _("interpreter")
+        FAMILY = "family", _("family member")
+
+    appointment = models.ForeignKey(
+        Appointment, on_delete=models.CASCADE, related_name="participants"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="participations",
+    )
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    name = models.CharField(_("name"), max_length=200)
+    email = models.EmailField(_("e-mail"), blank=True)
+    phone = models.CharField(_("phone"), max_length=32, blank=True)
+    # Copied from the appointment so that the database itself refuses double-booking a person.
+    starts_at = models.DateTimeField()
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name = _("participant")
+        verbose_name_plural = _("participants")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "starts_at"],
+                condition=models.Q(is_active=True, user__isnull=False),
+                name="one_booking_per_person_slot",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_role_display()})"
+
+
+class JoinLink(models.Model):
+    """A patient's (or relative's) way into one appointment without an account or password.
+
+    The token is random and only its hash is stored; the link works only around the
+    appointment time and only for that appointment.
+    """
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    first_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"link for {self.participant}"
+
+
+class Notification(models.Model):
+    """An in-app message to a user (invitations, changes, reminders, signed reports)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    text = models.CharField(_("text"), max_length=300)
+    url = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.text

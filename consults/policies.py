@@ -14,6 +14,7 @@ from django.db.models import Q
 from accounts.access import (
     CHANGE,
     CREATE,
+    DELETE,
     NOTHING,
     VIEW,
     coordinated_regions,
@@ -68,3 +69,45 @@ def specialist_of_open_consult(user: User) -> Q:
 
 
 PATIENT_VIEW_GRANTS.append(specialist_of_open_consult)
+
+
+BOOK = "book"
+
+
+@policy("consults.Referral", BOOK)
+def book_for_referral(user: User) -> Q:
+    """Sessions are booked by the coordinators of the region or the referring clinicians."""
+    regions = coordinated_regions(user)
+    allowed = _referring(user)
+    if regions:
+        allowed |= Q(region__in=regions)
+    return allowed
+
+
+@policy("consults.Appointment", VIEW)
+def view_appointment(user: User) -> Q:
+    from consults.models import Participant, Referral
+
+    visible = Referral.objects.filter(view_referral(user)).values("pk")
+    invited = Participant.objects.filter(user=user, is_active=True).values("appointment_id")
+    return Q(pk__in=invited) | Q(referral__in=visible)
+
+
+@policy("consults.Appointment", CHANGE)
+def change_appointment(user: User) -> Q:
+    from consults.models import Referral
+
+    return Q(referral__in=Referral.objects.filter(book_for_referral(user)).values("pk"))
+
+
+@policy("consults.AvailabilityRule", VIEW)
+@policy("consults.AvailabilityException", VIEW)
+def view_availability(user: User) -> Q:
+    staff = user.roles - {Role.PATIENT}
+    return Q() if staff else NOTHING
+
+
+@policy("consults.AvailabilityRule", CHANGE, CREATE, DELETE)
+@policy("consults.AvailabilityException", CHANGE, CREATE, DELETE)
+def own_availability(user: User) -> Q:
+    return Q(specialist=user) if Role.SPECIALIST in user.roles else NOTHING

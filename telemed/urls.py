@@ -37,6 +37,7 @@ urlpatterns = [
     path("patients/", include("ehr.urls")),
     path("diary/", include("ehr.diary.urls")),
     path("consults/", include("consults.urls")),
+    path("join/", include("consults.join_urls")),
     # FHIR clients POST transaction bundles to the base URL itself, without a slash.
     path("fhir", fhir_views.transaction),
     path("fhir/", include("ehr.fhir.urls")),
