@@ -110,4 +110,5 @@ def view_availability(user: User) -> Q:
 @policy("consults.AvailabilityRule", CHANGE, CREATE, DELETE)
 @policy("consults.AvailabilityException", CHANGE, CREATE, DELETE)
 def own_availability(user: User) -> Q:
-    return Q(specialist=user) if Role.SPECIALIST in user.roles else NOTHING
+    # specialist_id, not specialist: can_create() checks an unsaved row by its column values.
+    return Q(specialist_id=user.pk) if Role.SPECIALIST in user.roles else NOTHING

@@ -25,3 +25,21 @@ def notify_report_signed(referral_id: int) -> None:
             from_email=None,
             recipient_list=[clinician.email],
         )
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def send_appointment_notifications(appointment_id: int, event: str) -> None:
+    """Invitations, changes and cancellations, queued by the scheduling services."""
+    from consults.models import Appointment
+    from consults.services.notifications import notify_appointment
+
+    appointment = Appointment.objects.select_related("specialist").get(pk=appointment_id)
+    notify_appointment(appointment=appointment, event=event)
+
+
+@shared_task
+def send_due_reminders() -> int:
+    """Every minute (CELERY_BEAT_SCHEDULE): the 24-hour and 15-minute reminders, each once."""
+    from consults.services import notifications
+
+    return notifications.send_due_reminders()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from consults import views
+from consults import scheduling_views, views
 
 app_name = "consults"
 
@@ -17,4 +17,21 @@ urlpatterns = [
     path("<int:referral_id>/cancel/", views.referral_cancel, name="referral-cancel"),
     path("<int:referral_id>/report/", views.referral_report, name="referral-report"),
     path("<int:referral_id>/close/", views.referral_close, name="referral-close"),
+]
+
+# Scheduling and notifications (consults/scheduling_views.py).
+urlpatterns += [
+    path("availability/", scheduling_views.availability, name="availability"),
+    path("notifications/", scheduling_views.notification_list, name="notifications"),
+    path("<int:referral_id>/book/", scheduling_views.referral_book, name="referral-book"),
+    path(
+        "appointments/<int:appointment_id>/reschedule/",
+        scheduling_views.appointment_reschedule,
+        name="appointment-reschedule",
+    ),
+    path(
+        "appointments/<int:appointment_id>/cancel/",
+        scheduling_views.appointment_cancel,
+        name="appointment-cancel",
+    ),
 ]

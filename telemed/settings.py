@@ -145,6 +145,11 @@ CELERY_BEAT_SCHEDULER = "telemed.celery:HeartbeatScheduler"
 # Beat wakes at least this often, so its heartbeat stays fresh even with a sparse schedule.
 CELERY_BEAT_MAX_LOOP_INTERVAL = 10
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+# Appointment reminders (24 hours and 15 minutes before), each sent once: every minute.
+CELERY_BEAT_SCHEDULE["appointment-reminders"] = {
+    "task": "consults.tasks.send_due_reminders",
+    "schedule": 60.0,
+}
 
 # The processes `make run` starts; /healthz reports each. Later parts (media broker, DICOM
 # server, HL7 listener) add their names here as they join the Procfile.
@@ -242,6 +247,7 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Telemed <noreply@telemed.localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+SMS_BACKEND = env_str("SMS_BACKEND", "consults.sms.ConsoleSmsBackend")
 
 # --- REST API -------------------------------------------------------------------------------
 

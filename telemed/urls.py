@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
+from consults import api as consults_api
 from ehr import api as ehr_api
 from ehr.fhir import views as fhir_views
 from telemed import health, views
@@ -27,6 +28,43 @@ api_v1 = [
         "patients/<int:patient_id>/access-log/",
         ehr_api.PatientAccessLog.as_view(),
         name="patient-access-log",
+    ),
+    path("referrals/", consults_api.ReferralList.as_view(), name="referral-list"),
+    path(
+        "referrals/<int:referral_id>/",
+        consults_api.ReferralDetail.as_view(),
+        name="referral-detail",
+    ),
+    path(
+        "referrals/<int:referral_id>/submit/",
+        consults_api.ReferralSubmit.as_view(),
+        name="referral-submit",
+    ),
+    path(
+        "referrals/<int:referral_id>/triage/",
+        consults_api.ReferralTriage.as_view(),
+        name="referral-triage",
+    ),
+    path(
+        "referrals/<int:referral_id>/cancel/",
+        consults_api.ReferralCancel.as_view(),
+        name="referral-cancel",
+    ),
+    path(
+        "referrals/<int:referral_id>/appointments/",
+        consults_api.ReferralBook.as_view(),
+        name="referral-book",
+    ),
+    path(
+        "specialists/<int:specialist_id>/free-slots/",
+        consults_api.FreeSlots.as_view(),
+        name="specialist-free-slots",
+    ),
+    path("appointments/", consults_api.AppointmentList.as_view(), name="appointment-list"),
+    path(
+        "appointments/<int:appointment_id>/cancel/",
+        consults_api.AppointmentCancel.as_view(),
+        name="appointment-cancel",
     ),
 ]
 

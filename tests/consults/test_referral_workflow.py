@@ -52,7 +52,12 @@ def test_clinician_sends_a_referral_from_the_patients_record(
 
     response = client.post(
         f"/consults/new/{patient.pk}/",
-        {"specialty": cardiology.pk, "urgency": "urgent", "question": "Syncope twice", "submit": ""},
+        {
+            "specialty": cardiology.pk,
+            "urgency": "urgent",
+            "question": "Syncope twice",
+            "submit": "",
+        },
     )
 
     referral = Referral.objects.get()
@@ -93,7 +98,9 @@ def test_clinician_of_another_clinic_cannot_refer_or_see(
 def test_documents_of_another_patient_cannot_be_attached(
     clinician: User, patient: Patient, other_patient: Patient, cardiology: Specialty
 ):
-    foreign = Document.objects.create(patient=other_patient, title="x", content_type="a", sha256="0")
+    foreign = Document.objects.create(
+        patient=other_patient, title="x", content_type="a", sha256="0"
+    )
 
     with pytest.raises(ValidationError):
         workflow.create_referral(
@@ -147,9 +154,10 @@ def test_coordinator_of_another_region_neither_sees_nor_triages(
 ):
     referral = submitted(clinician, patient, cardiology)
 
-    assert f"#{referral.pk} " not in logged_in_client(talas_coordinator).get(
-        "/consults/triage/"
-    ).content.decode()
+    assert (
+        f"#{referral.pk} "
+        not in logged_in_client(talas_coordinator).get("/consults/triage/").content.decode()
+    )
     with pytest.raises(PermissionDenied):
         triaged(referral, talas_coordinator, cardiologist)
 
@@ -173,9 +181,14 @@ def test_specialist_reads_the_record_while_the_consult_is_open_and_not_after(
     triaged(referral, coordinator, cardiologist)
     assert logged_in_client(cardiologist).get(f"/patients/{patient.pk}/").status_code == 200
     workflow.save_report(
-        referral=referral, specialist=cardiologist, findings="Stable angina", diagnosis_code="I20.8",
-        diagnosis_text="Stable angina", recommendations="Bisoprolol 2.5 mg", follow_up="3 months",
-    )  # fmt: skip
+        referral=referral,
+        specialist=cardiologist,
+        findings="Stable angina",
+        diagnosis_code="I20.8",
+        diagnosis_text="Stable angina",
+        recommendations="Bisoprolol 2.5 mg",
+        follow_up="3 months",
+    )
     workflow.sign_report(referral=referral, specialist=cardiologist)
     assert access.can(cardiologist, "view", patient)
     workflow.close_referral(referral=referral, clinician=clinician)
@@ -211,9 +224,16 @@ def test_a_written_opinion_is_signed_into_the_record_and_the_clinician_told(
     assert document.title in record
 
 
-def test_a_signed_report_cannot_be_changed(clinician, coordinator, patient, cardiology, cardiologist):
+def test_a_signed_report_cannot_be_changed(
+    clinician, coordinator, patient, cardiology, cardiologist
+):
     referral = triaged(submitted(clinician, patient, cardiology), coordinator, cardiologist)
-    fields = {"findings": "f", "diagnosis_code": "I10", "diagnosis_text": "d", "recommendations": "r"}
+    fields = {
+        "findings": "f",
+        "diagnosis_code": "I10",
+        "diagnosis_text": "d",
+        "recommendations": "r",
+    }
     workflow.save_report(referral=referral, specialist=cardiologist, **fields)
     workflow.sign_report(referral=referral, specialist=cardiologist)
 
@@ -269,7 +289,9 @@ def test_decline_and_cancel_need_a_reason_and_are_in_the_history(
     logged_in_client(coordinator).post(
         f"/consults/{first.pk}/decline/", {"reason": "Treat locally: see protocol"}
     )
-    logged_in_client(clinician).post(f"/consults/{second.pk}/cancel/", {"reason": "Went to Bishkek"})
+    logged_in_client(clinician).post(
+        f"/consults/{second.pk}/cancel/", {"reason": "Went to Bishkek"}
+    )
 
     first.refresh_from_db()
     second.refresh_from_db()
@@ -286,8 +308,14 @@ def test_only_the_assigned_specialist_writes_the_report(
     colleague = member(hospital, Membership.Role.SPECIALIST, email="colleague@example.kg")
 
     with pytest.raises(PermissionDenied):
-        workflow.save_report(referral=referral, specialist=colleague, findings="x",
-                             diagnosis_code="I10", diagnosis_text="x", recommendations="x")  # fmt: skip
+        workflow.save_report(
+            referral=referral,
+            specialist=colleague,
+            findings="x",
+            diagnosis_code="I10",
+            diagnosis_text="x",
+            recommendations="x",
+        )
     assert logged_in_client(colleague).get(f"/consults/{referral.pk}/").status_code == 404
 
 
