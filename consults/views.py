@@ -66,7 +66,11 @@ def _detail_context(request: HttpRequest, referral: Referral, **forms: Any) -> d
     report = ConsultReport.objects.filter(referral=referral).first()
     can_triage = access.can(user, TRIAGE, referral)
     can_report = access.can(user, REPORT, referral)
+    moves = workflow.ALLOWED_MOVES[referral.status]
     context = {
+        "can_cancel": Referral.Status.CANCELLED in moves
+        and access.can(user, access.CHANGE, referral),
+        "can_decline": Referral.Status.DECLINED in moves and can_triage,
         "referral": referral,
         "report": report,
         "events": referral.events.select_related("actor"),

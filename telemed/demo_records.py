@@ -323,8 +323,9 @@ def create_demo_referrals(
 ) -> None:
     """Referrals in the states a regional centre sees on an ordinary day."""
     from accounts.models import Specialty
-    from consults.models import Referral
+    from consults.models import Appointment, AvailabilityRule, Referral
     from consults.services import referrals as workflow
+    from consults.services.scheduling import book_appointment, free_slots
 
     if Referral.objects.exists():
         return
@@ -353,9 +354,28 @@ def create_demo_referrals(
             mode=Referral.Mode.ASYNC,
         )  # fmt: skip
 
-    # Open and assigned to the demo specialist, who can read Asel's record meanwhile.
-    triage(send(new(asel, cardiology, "routine", "АД 150–170/95–105 на двух препаратах. "
-                    "Подбор терапии? Нужна ли ЭхоКГ?"), 30))  # fmt: skip
+    # The demo specialist's consulting hours: weekdays 09–13 and 14–17, in 30-minute slots.
+    for weekday in range(5):
+        for start, end in ((dt.time(9), dt.time(13)), (dt.time(14), dt.time(17))):
+            AvailabilityRule.objects.create(
+                specialist=specialist, weekday=weekday, start_time=start, end_time=end
+            )
+    # Open and assigned to the demo specialist, who can read the patients' records meanwhile:
+    # Asel's with a video visit booked (doctor–patient), Gulzat's for a written opinion.
+    asel_referral = triage(send(new(asel, cardiology, "routine", "АД 150–170/95–105 на двух "
+                                    "препаратах. Подбор терапии? Нужна ли ЭхоКГ?"), 30))  # fmt: skip
+    tomorrow = timezone.now() + dt.timedelta(days=1)
+    slot = free_slots(specialist=specialist, start=tomorrow, end=tomorrow + dt.timedelta(days=7))[0]
+    book_appointment(referral=asel_referral, booked_by=coordinator, starts_at=slot.starts_at,
+                     kind=Appointment.Kind.DOCTOR_PATIENT)  # fmt: skip
+    gulzat = patients["12802199100654"]
+    other_clinician = User.objects.get(email="clinician2@demo.kg")
+    gulzat_referral = workflow.create_referral(
+        clinician=other_clinician, patient=gulzat, specialty=cardiology, urgency="routine",
+        question="Сердцебиение и перебои в работе сердца после нагрузки. ЭКГ прилагается.",
+    )  # fmt: skip
+    workflow.submit_referral(referral=gulzat_referral, clinician=other_clinician)
+    triage(gulzat_referral)
     # Waiting for triage: one urgent and overdue, one routine.
     send(new(nurlan, cardiology, "urgent", "Давящие боли за грудиной при ходьбе 200 м, "
              "появились неделю назад. ЭКГ прилагается. Нестабильная стенокардия?"), 3)  # fmt: skip

@@ -30,7 +30,9 @@ ALLOWED_MOVES: dict[str, set[str]] = {
     Status.DRAFT: {Status.SUBMITTED, Status.CANCELLED},
     Status.SUBMITTED: {Status.TRIAGED, Status.DECLINED, Status.CANCELLED},
     Status.TRIAGED: {Status.SCHEDULED, Status.REPORT_SIGNED, Status.DECLINED, Status.CANCELLED},
-    Status.SCHEDULED: {Status.IN_SESSION, Status.TRIAGED, Status.CANCELLED},
+    # Signing straight from "scheduled": the session took place (by video once the call is
+    # built, or by telephone), or the specialist could answer without it.
+    Status.SCHEDULED: {Status.IN_SESSION, Status.REPORT_SIGNED, Status.TRIAGED, Status.CANCELLED},
     Status.IN_SESSION: {Status.REPORT_SIGNED},
     Status.REPORT_SIGNED: {Status.CLOSED},
     Status.CLOSED: set(),
@@ -241,6 +243,10 @@ def sign_report(*, referral: Referral, specialist: User) -> ConsultReport:
     document.save()
     report.document = document
     report.save(update_fields=["signed_at", "document"])
+    # Sessions that have begun are over once the report is signed.
+    referral.appointments.filter(status="booked", starts_at__lte=timezone.now()).update(
+        status="completed"
+    )
     transaction.on_commit(lambda: notify_report_signed.delay(referral.pk))
     return report
 

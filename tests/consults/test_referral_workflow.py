@@ -339,3 +339,29 @@ def test_every_move_is_audited(clinician, coordinator, patient, cardiology, card
         .values_list("detail__status", flat=True)
     )
     assert statuses == ["submitted", "triaged"]
+
+
+def test_the_report_of_a_scheduled_consult_is_signed_after_the_session(
+    clinician, coordinator, patient, cardiology, cardiologist, time_machine
+):
+    from consults.models import Appointment
+
+    time_machine.move_to(dt.datetime(2026, 11, 23, 8, 0, tzinfo=BISHKEK))
+    referral = triaged(submitted(clinician, patient, cardiology), coordinator, cardiologist, "live")
+    appointment = Appointment.objects.create(
+        referral=referral, specialist=cardiologist, kind="doctor_doctor", booked_by=coordinator,
+        starts_at=dt.datetime(2026, 11, 23, 10, 0, tzinfo=BISHKEK),
+        ends_at=dt.datetime(2026, 11, 23, 10, 30, tzinfo=BISHKEK),
+    )  # fmt: skip
+    workflow._move(referral=referral, to="scheduled", actor=coordinator)
+    referral.save()
+    time_machine.move_to(dt.datetime(2026, 11, 23, 11, 0, tzinfo=BISHKEK))
+
+    workflow.save_report(referral=referral, specialist=cardiologist, findings="f",
+                         diagnosis_code="I10", diagnosis_text="d", recommendations="r")  # fmt: skip
+    workflow.sign_report(referral=referral, specialist=cardiologist)
+
+    referral.refresh_from_db()
+    appointment.refresh_from_db()
+    assert referral.status == "report_signed"
+    assert appointment.status == "completed"

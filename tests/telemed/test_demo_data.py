@@ -59,7 +59,8 @@ def test_demo_world_has_referrals_in_the_states_a_centre_sees():
 
     statuses = set(Referral.objects.values_list("status", flat=True))
     assert statuses >= {
-        "draft", "submitted", "triaged", "report_signed", "closed", "declined", "cancelled"
+        "draft", "submitted", "triaged", "scheduled", "report_signed", "closed", "declined",
+        "cancelled",
     }  # fmt: skip
     specialist = User.objects.get(email="specialist@demo.kg")
     assert Referral.objects.filter(specialist=specialist, status="triaged").exists()
