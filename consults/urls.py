@@ -17,6 +17,7 @@ urlpatterns = [
     path("<int:referral_id>/cancel/", views.referral_cancel, name="referral-cancel"),
     path("<int:referral_id>/report/", views.referral_report, name="referral-report"),
     path("<int:referral_id>/close/", views.referral_close, name="referral-close"),
+    path("appointments/<int:appointment_id>/start/", views.session_start, name="session-start"),
 ]
 
 # Scheduling and notifications (consults/scheduling_views.py).

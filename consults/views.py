@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -67,7 +68,13 @@ def _detail_context(request: HttpRequest, referral: Referral, **forms: Any) -> d
     can_triage = access.can(user, TRIAGE, referral)
     can_report = access.can(user, REPORT, referral)
     moves = workflow.ALLOWED_MOVES[referral.status]
+    now = timezone.now()
     context = {
+        "startable": [
+            appointment
+            for appointment in referral.appointments.filter(status="booked", specialist=user)
+            if appointment.is_joinable_at(now) and referral.status == Referral.Status.SCHEDULED
+        ],
         "can_cancel": Referral.Status.CANCELLED in moves
         and access.can(user, access.CHANGE, referral),
         "can_decline": Referral.Status.DECLINED in moves and can_triage,
@@ -187,3 +194,17 @@ def triage_queue(request: HttpRequest) -> HttpResponse:
         status=filters.get("status") or None,
     )
     return render(request, "consults/triage_queue.html", {"queue": queue, "form": form})
+
+
+@login_required
+@require_POST
+def session_start(request: HttpRequest, appointment_id: int) -> HttpResponse:
+    from consults.services.scheduling import appointment_for
+    from consults.services.sessions import start_session
+
+    appointment = appointment_for(user=request.user, appointment_id=appointment_id)
+    try:
+        start_session(appointment=appointment, specialist=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    return redirect(appointment.referral)

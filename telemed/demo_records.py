@@ -326,6 +326,7 @@ def create_demo_referrals(
     from consults.models import Appointment, AvailabilityRule, Referral
     from consults.services import referrals as workflow
     from consults.services.scheduling import book_appointment, free_slots
+    from consults.services.sessions import start_session
 
     if Referral.objects.exists():
         return
@@ -376,6 +377,19 @@ def create_demo_referrals(
     )  # fmt: skip
     workflow.submit_referral(referral=gulzat_referral, clinician=other_clinician)
     triage(gulzat_referral)
+    # Nurlan's urgent one is being discussed right now, clinician to specialist.
+    nurlan_now = triage(send(new(nurlan, cardiology, "urgent", "Боли в груди ночью, на ЭКГ "
+                                 "новая блокада левой ножки пучка Гиса?"), 1))  # fmt: skip
+    start = timezone.now().replace(second=0, microsecond=0) - dt.timedelta(minutes=5)
+    session = Appointment.objects.create(
+        referral=nurlan_now, specialist=specialist, kind=Appointment.Kind.DOCTOR_DOCTOR,
+        starts_at=start, ends_at=start + dt.timedelta(minutes=30), booked_by=coordinator,
+    )  # fmt: skip
+    for who, role in ((specialist, "specialist"), (clinician, "clinician")):
+        session.participants.create(user=who, role=role, name=who.full_name, starts_at=start)
+    workflow._move(referral=nurlan_now, to=Referral.Status.SCHEDULED, actor=coordinator)
+    nurlan_now.save(update_fields=["status"])
+    start_session(appointment=session, specialist=specialist)
     # Waiting for triage: one urgent and overdue, one routine.
     send(new(nurlan, cardiology, "urgent", "Давящие боли за грудиной при ходьбе 200 м, "
              "появились неделю назад. ЭКГ прилагается. Нестабильная стенокардия?"), 3)  # fmt: skip

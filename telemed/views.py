@@ -8,6 +8,7 @@ from accounts import access
 from accounts import selectors as account_selectors
 from accounts.models import User
 from consults.models import OPEN_STATUSES
+from consults.services.sessions import upcoming_visits
 from ehr.diary.selectors import open_alerts_for
 from ehr.models import LabMessage, Patient
 from ehr.selectors import patients_visible_to
@@ -46,6 +47,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         # Open diary alerts (each patient listed is audited); empty for non-clinicians.
         "diary_alerts": open_alerts_for(user),
         **referral_summary(user),
+        "upcoming_visits": upcoming_visits(user),
         "can_review_lab_messages": access.rows_allowed(user, access.VIEW, LabMessage)
         != access.NOTHING,
     }

@@ -365,3 +365,59 @@ def test_the_report_of_a_scheduled_consult_is_signed_after_the_session(
     appointment.refresh_from_db()
     assert referral.status == "report_signed"
     assert appointment.status == "completed"
+
+
+def test_the_specialist_starts_the_session_in_its_window_only(
+    clinician, coordinator, patient, cardiology, cardiologist, time_machine
+):
+    from consults.models import Appointment
+    from consults.services.sessions import start_session
+
+    time_machine.move_to(dt.datetime(2026, 11, 23, 8, 0, tzinfo=BISHKEK))
+    referral = triaged(submitted(clinician, patient, cardiology), coordinator, cardiologist, "live")
+    appointment = Appointment.objects.create(
+        referral=referral, specialist=cardiologist, kind="doctor_doctor", booked_by=coordinator,
+        starts_at=dt.datetime(2026, 11, 23, 10, 0, tzinfo=BISHKEK),
+        ends_at=dt.datetime(2026, 11, 23, 10, 30, tzinfo=BISHKEK),
+    )  # fmt: skip
+    workflow._move(referral=referral, to="scheduled", actor=coordinator)
+    referral.save()
+
+    with pytest.raises(ValidationError):
+        start_session(appointment=appointment, specialist=cardiologist)  # two hours early
+    time_machine.move_to(dt.datetime(2026, 11, 23, 9, 50, tzinfo=BISHKEK))
+    with pytest.raises(PermissionDenied):
+        start_session(appointment=appointment, specialist=clinician)
+    response = logged_in_client(cardiologist).post(
+        f"/consults/appointments/{appointment.pk}/start/"
+    )
+
+    referral.refresh_from_db()
+    assert response.status_code == 302
+    assert referral.status == "in_session"
+    workflow.save_report(referral=referral, specialist=cardiologist, findings="f",
+                         diagnosis_code="I10", diagnosis_text="d", recommendations="r")  # fmt: skip
+    workflow.sign_report(referral=referral, specialist=cardiologist)
+    referral.refresh_from_db()
+    assert referral.status == "report_signed"
+
+
+def test_patient_sees_their_coming_visits_on_the_dashboard(
+    clinician, coordinator, patient_user, patient, cardiology, cardiologist, time_machine
+):
+    from consults.models import Appointment
+
+    time_machine.move_to(dt.datetime(2026, 11, 23, 8, 0, tzinfo=BISHKEK))
+    referral = triaged(submitted(clinician, patient, cardiology), coordinator, cardiologist, "live")
+    start = dt.datetime(2026, 11, 24, 10, 0, tzinfo=BISHKEK)
+    appointment = Appointment.objects.create(
+        referral=referral, specialist=cardiologist, kind="doctor_patient", booked_by=coordinator,
+        starts_at=start, ends_at=start + dt.timedelta(minutes=30),
+    )  # fmt: skip
+    appointment.participants.create(user=patient_user, role="patient", name="Asel",
+                                    starts_at=start)  # fmt: skip
+
+    page = logged_in_client(patient_user).get("/").content.decode()
+
+    assert "24.11.2026 10:00" in page
+    assert str(cardiologist) in page
