@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from accounts import access
 from accounts.models import AuditEvent, Organization, User
@@ -24,9 +24,3 @@ def can_read_audit_log(user: User) -> bool:
     """Coordinators and administrators read the audit log (patients read their own summary)."""
     return access.rows_allowed(user, access.EXPORT, AuditEvent) != access.NOTHING
 
-
-def users_visible_to(user: User, query: str = "") -> QuerySet[User]:
-    users = access.scope(user, access.VIEW, User.objects.all())
-    if query:
-        users = users.filter(Q(full_name__icontains=query) | Q(email__icontains=query))
-    return users

@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Specialty, User
+from accounts.models import Organization, Specialty, User
 from consults.models import ConsultReport, Referral
 from ehr.forms import ICD10
 from ehr.models import Document
@@ -58,7 +58,9 @@ class ReportForm(forms.ModelForm):
 
 
 class QueueFilterForm(forms.Form):
-    organization = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    organization = forms.ModelChoiceField(
+        label=_("Clinic"), queryset=Organization.objects.none(), required=False
+    )
     specialty = forms.ModelChoiceField(
         label=_("Specialty"), queryset=Specialty.objects.all(), required=False
     )
@@ -68,3 +70,10 @@ class QueueFilterForm(forms.Form):
         choices=[("", _("waiting for triage"))]
         + [(s.value, s.label) for s in Referral.Status if s != Referral.Status.DRAFT],
     )
+
+    def __init__(self, *args: Any, regions: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The clinics whose referrals this coordinator triages.
+        self.fields["organization"].queryset = Organization.objects.filter(
+            region__in=regions, kind=Organization.Kind.RURAL_CLINIC
+        )

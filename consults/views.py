@@ -185,11 +185,11 @@ def referral_close(request: HttpRequest, referral_id: int) -> HttpResponse:
 def triage_queue(request: HttpRequest) -> HttpResponse:
     if access.rows_allowed(request.user, TRIAGE, Referral) == access.NOTHING:
         raise PermissionDenied
-    form = QueueFilterForm(request.GET or None)
+    form = QueueFilterForm(request.GET or None, regions=access.coordinated_regions(request.user))
     filters = form.cleaned_data if form.is_valid() else {}
     queue = selectors.triage_queue(
         user=request.user,
-        organization_id=filters.get("organization"),
+        organization_id=filters["organization"].pk if filters.get("organization") else None,
         specialty_id=filters["specialty"].pk if filters.get("specialty") else None,
         status=filters.get("status") or None,
     )

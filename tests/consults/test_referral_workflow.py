@@ -421,3 +421,20 @@ def test_patient_sees_their_coming_visits_on_the_dashboard(
 
     assert "24.11.2026 10:00" in page
     assert str(cardiologist) in page
+
+
+def test_triage_queue_filters_by_clinic_and_specialty(
+    clinician, other_clinician, coordinator, patient, other_patient, cardiology, other_clinic
+):
+    from_at_bashy = submitted(clinician, patient, cardiology)
+    from_kara_kujur = submitted(other_clinician, other_patient, cardiology)
+    client = logged_in_client(coordinator)
+
+    by_clinic = client.get("/consults/triage/", {"organization": other_clinic.pk}).content.decode()
+    by_specialty = client.get(
+        "/consults/triage/", {"specialty": Specialty.objects.get(code="neurology").pk}
+    ).content.decode()
+
+    assert f"#{from_kara_kujur.pk} " in by_clinic
+    assert f"#{from_at_bashy.pk} " not in by_clinic
+    assert f"#{from_at_bashy.pk} " not in by_specialty
