@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts import access
 from accounts.models import AuditEvent, User
@@ -201,7 +202,8 @@ def _free_slot_at(specialist: User, starts_at: dt.datetime) -> Slot:
 
 # --- Booking ---------------------------------------------------------------------------------
 
-SLOT_TAKEN = _("This slot was booked by someone else a moment ago. Choose another slot.")
+# Lazy: a module-level message must be translated when shown, not when imported.
+SLOT_TAKEN = gettext_lazy("This slot was booked by someone else a moment ago. Choose another slot.")
 
 
 def _user_participants(referral: Referral, kind: str) -> list[tuple[str, User]]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
+from django.utils import translation
 
 from accounts.models import Membership, Organization, Specialty, User
 from consults.models import Appointment, Participant, Referral
@@ -167,7 +168,9 @@ def test_two_people_booking_the_same_slot_at_once_get_one_booking_and_one_refusa
         try:
             if barrier:
                 barrier.wait(timeout=10)
-            book(which, by, at(11), kind="doctor_doctor")
+            # A new thread has no active language and falls back to the site's (Russian).
+            with translation.override("en"):
+                book(which, by, at(11), kind="doctor_doctor")
             outcomes.append("booked")
         except ValidationError as error:
             outcomes.append(" ".join(error.messages))
