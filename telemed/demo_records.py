@@ -387,7 +387,7 @@ def create_demo_referrals(
     )  # fmt: skip
     for who, role in ((specialist, "specialist"), (clinician, "clinician")):
         session.participants.create(user=who, role=role, name=who.full_name, starts_at=start)
-    workflow._move(referral=nurlan_now, to=Referral.Status.SCHEDULED, actor=coordinator)
+    workflow.move_referral(referral=nurlan_now, to=Referral.Status.SCHEDULED, actor=coordinator)
     nurlan_now.save(update_fields=["status"])
     start_session(appointment=session, specialist=specialist)
     # Waiting for triage: one urgent and overdue, one routine.

@@ -41,7 +41,9 @@ ALLOWED_MOVES: dict[str, set[str]] = {
 }
 
 
-def _move(*, referral: Referral, to: str, actor: User, note: str = "") -> None:
+def move_referral(*, referral: Referral, to: str, actor: User, note: str = "") -> None:
+    """Change the status if ALLOWED_MOVES permits it, with a history line and an audit event.
+    The caller checks who may do it and saves the referral (with its other changed fields)."""
     if to not in ALLOWED_MOVES[referral.status]:
         raise ValidationError(
             _("A referral that is %(now)s cannot become %(next)s.")
@@ -128,7 +130,7 @@ def update_draft(*, referral: Referral, clinician: User, **fields: Any) -> Refer
 def submit_referral(*, referral: Referral, clinician: User) -> Referral:
     """Send the draft to the regional centre; the EHR extract is fixed at this moment."""
     _ensure(clinician, access.CHANGE, referral)
-    _move(referral=referral, to=Status.SUBMITTED, actor=clinician)
+    move_referral(referral=referral, to=Status.SUBMITTED, actor=clinician)
     referral.submitted_at = referral.extract_as_of = timezone.now()
     referral.save(update_fields=["status", "submitted_at", "extract_as_of"])
     return referral
@@ -166,7 +168,7 @@ def triage_referral(
         )
     if mode not in Referral.Mode.values:
         raise ValidationError(_("Choose a live session or a written opinion."))
-    _move(referral=referral, to=Status.TRIAGED, actor=coordinator, note=f"{specialist}")
+    move_referral(referral=referral, to=Status.TRIAGED, actor=coordinator, note=f"{specialist}")
     referral.specialty, referral.specialist = specialty, specialist
     referral.priority, referral.mode = priority, mode
     referral.triaged_at = timezone.now()
@@ -179,7 +181,7 @@ def decline_referral(*, referral: Referral, coordinator: User, reason: str) -> R
     _ensure(coordinator, TRIAGE, referral)
     if not reason.strip():
         raise ValidationError(_("Say why the referral is declined."))
-    _move(referral=referral, to=Status.DECLINED, actor=coordinator, note=reason)
+    move_referral(referral=referral, to=Status.DECLINED, actor=coordinator, note=reason)
     referral.closed_at = timezone.now()
     referral.save(update_fields=["status", "closed_at"])
     return referral
@@ -190,7 +192,7 @@ def cancel_referral(*, referral: Referral, clinician: User, reason: str) -> Refe
     _ensure(clinician, access.CHANGE, referral)
     if not reason.strip():
         raise ValidationError(_("Say why the referral is cancelled."))
-    _move(referral=referral, to=Status.CANCELLED, actor=clinician, note=reason)
+    move_referral(referral=referral, to=Status.CANCELLED, actor=clinician, note=reason)
     referral.closed_at = timezone.now()
     referral.save(update_fields=["status", "closed_at"])
     return referral
@@ -225,7 +227,7 @@ def sign_report(*, referral: Referral, specialist: User) -> ConsultReport:
     report = ConsultReport.objects.filter(referral=referral).first()
     if report is None:
         raise ValidationError(_("Write the report before signing it."))
-    _move(referral=referral, to=Status.REPORT_SIGNED, actor=specialist)
+    move_referral(referral=referral, to=Status.REPORT_SIGNED, actor=specialist)
     referral.save(update_fields=["status"])
     report.signed_at = timezone.now()
     document = Document(
@@ -256,7 +258,7 @@ def close_referral(*, referral: Referral, clinician: User) -> Referral:
     """The referring clinic has read the report: the consult ends, and with it the
     specialist's access to the record."""
     _ensure(clinician, access.CHANGE, referral)
-    _move(referral=referral, to=Status.CLOSED, actor=clinician)
+    move_referral(referral=referral, to=Status.CLOSED, actor=clinician)
     referral.closed_at = timezone.now()
     referral.save(update_fields=["status", "closed_at"])
     return referral

@@ -32,7 +32,7 @@ from consults.models import (
     ReferralEvent,
 )
 from consults.policies import BOOK
-from consults.services.referrals import _move
+from consults.services.referrals import move_referral
 
 Role = Participant.Role
 GUEST_ROLES = (Role.INTERPRETER, Role.FAMILY)
@@ -301,7 +301,7 @@ def book_appointment(
     if referral.mode != Referral.Mode.LIVE:
         referral.mode = Referral.Mode.LIVE
         note += " · " + _("switched to a live session")
-    _move(referral=referral, to=Referral.Status.SCHEDULED, actor=booked_by, note=note)
+    move_referral(referral=referral, to=Referral.Status.SCHEDULED, actor=booked_by, note=note)
     referral.save(update_fields=["status", "mode"])
     record_event(actor=booked_by, action=AuditEvent.Action.CREATE, target=appointment,
                  patient_id=referral.patient_id, region=referral.region)  # fmt: skip
@@ -364,7 +364,9 @@ def cancel_appointment(*, appointment: Appointment, actor: User, reason: str) ->
     appointment.participants.update(is_active=False)
     referral = appointment.referral
     if referral.status == Referral.Status.SCHEDULED:
-        _move(referral=referral, to=Referral.Status.TRIAGED, actor=actor, note=reason.strip())
+        move_referral(
+            referral=referral, to=Referral.Status.TRIAGED, actor=actor, note=reason.strip()
+        )
         referral.save(update_fields=["status"])
     _record_change(actor, appointment, {"status": "cancelled"})
     _queue_notifications(appointment, "cancellation")

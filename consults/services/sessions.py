@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from consults.models import Appointment, Referral
-from consults.services.referrals import _move
+from consults.services.referrals import move_referral
 from consults.services.scheduling import appointments_visible_to
 
 
@@ -27,7 +27,7 @@ def start_session(*, appointment: Appointment, specialist: User) -> Appointment:
         raise ValidationError(_("A session opens 15 minutes before its start, until its end."))
     referral = Referral.objects.select_for_update().get(pk=appointment.referral_id)
     if referral.status != Referral.Status.IN_SESSION:
-        _move(referral=referral, to=Referral.Status.IN_SESSION, actor=specialist)
+        move_referral(referral=referral, to=Referral.Status.IN_SESSION, actor=specialist)
         referral.save(update_fields=["status"])
     return appointment
 

@@ -353,7 +353,7 @@ def test_the_report_of_a_scheduled_consult_is_signed_after_the_session(
         starts_at=dt.datetime(2026, 11, 23, 10, 0, tzinfo=BISHKEK),
         ends_at=dt.datetime(2026, 11, 23, 10, 30, tzinfo=BISHKEK),
     )  # fmt: skip
-    workflow._move(referral=referral, to="scheduled", actor=coordinator)
+    workflow.move_referral(referral=referral, to="scheduled", actor=coordinator)
     referral.save()
     time_machine.move_to(dt.datetime(2026, 11, 23, 11, 0, tzinfo=BISHKEK))
 
@@ -380,7 +380,7 @@ def test_the_specialist_starts_the_session_in_its_window_only(
         starts_at=dt.datetime(2026, 11, 23, 10, 0, tzinfo=BISHKEK),
         ends_at=dt.datetime(2026, 11, 23, 10, 30, tzinfo=BISHKEK),
     )  # fmt: skip
-    workflow._move(referral=referral, to="scheduled", actor=coordinator)
+    workflow.move_referral(referral=referral, to="scheduled", actor=coordinator)
     referral.save()
 
     with pytest.raises(ValidationError):
