@@ -22,8 +22,6 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import AuditEvent
-from accounts.services.audit import record_event
 from consults.models import Appointment, JoinLink, Participant
 from consults.services.link_quality import levels_for_browser, verdicts_for_browser
 from consults.services.links import LinkCheck, check_join_link, use_join_link
@@ -96,19 +94,6 @@ def _clinic(link: JoinLink | None) -> Any:
     return link.participant.appointment.referral.referring_organization if link else None
 
 
-def _audit_join_view(participant: Participant) -> None:
-    referral = participant.appointment.referral
-    record_event(
-        actor=None,
-        actor_label=participant.name,
-        action=AuditEvent.Action.VIEW,
-        target=participant.appointment,
-        patient_id=referral.patient_id,
-        region=referral.region,
-        detail={"join_link": participant.pk},
-    )
-
-
 @never_cache
 def join_link(request: HttpRequest, token: str) -> HttpResponse:
     """The page a join link opens: the appointment, the device check, and "Join"."""
@@ -123,7 +108,6 @@ def join_link(request: HttpRequest, token: str) -> HttpResponse:
     link = check.link
     assert link is not None  # a usable check always carries its link
     use_join_link(link=link)
-    _audit_join_view(link.participant)
     context = {
         "participant": link.participant,
         "appointment": _appointment_facts(link.participant.appointment),

@@ -13,6 +13,8 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import AuditEvent
+from accounts.services.audit import record_event
 from consults.models import Appointment, JoinLink, Participant
 
 # A link opens from this long before the start until this long after the end.
@@ -70,8 +72,20 @@ def check_join_link(*, token: str, at: dt.datetime | None = None) -> LinkCheck:
 
 
 def use_join_link(*, link: JoinLink) -> None:
-    """Note the first use (the audit log has every use)."""
+    """Note the first use on the link, and every use in the audit log: the page names the
+    patient's appointment, so opening it is a read of patient data."""
     if link.first_used_at is None:
         JoinLink.objects.filter(pk=link.pk, first_used_at__isnull=True).update(
             first_used_at=timezone.now()
         )
+    participant = link.participant
+    referral = participant.appointment.referral
+    record_event(
+        actor=None,
+        actor_label=participant.name,
+        action=AuditEvent.Action.VIEW,
+        target=participant.appointment,
+        patient_id=referral.patient_id,
+        region=referral.region,
+        detail={"join_link": participant.pk},
+    )
