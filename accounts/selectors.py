@@ -23,4 +23,3 @@ def audit_events_exportable_by(user: User) -> QuerySet[AuditEvent]:
 def can_read_audit_log(user: User) -> bool:
     """Coordinators and administrators read the audit log (patients read their own summary)."""
     return access.rows_allowed(user, access.EXPORT, AuditEvent) != access.NOTHING
-

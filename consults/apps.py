@@ -9,4 +9,7 @@ class ConsultsConfig(AppConfig):
     verbose_name = _("Consultations")
 
     def ready(self) -> None:
-        from consults import policies  # noqa: F401  (registers the access policies)
+        from consults import (  # noqa: F401
+            policies,  # noqa: F401  (registers the access policies)
+            recording_tasks,  # Celery's autodiscovery imports only tasks.py
+        )

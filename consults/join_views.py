@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from consults.models import Appointment, JoinLink, Participant
 from consults.services.link_quality import levels_for_browser, verdicts_for_browser
-from consults.services.links import LinkCheck, check_join_link, use_join_link
+from consults.services.links import LinkCheck, check_join_link, held_join_link, use_join_link
 
 # Patients are told times in Kyrgyzstan's zone, whatever the server or a browser is set to.
 BISHKEK = ZoneInfo("Asia/Bishkek")
@@ -142,19 +142,14 @@ def _joined_participant(request: HttpRequest, appointment_id: int) -> Participan
     still holds (not revoked since, appointment not cancelled)."""
     if request.session.get(SESSION_APPOINTMENT) != appointment_id:
         return None
-    link = (
-        JoinLink.objects.select_related("participant__appointment__specialist")
-        .filter(
-            pk=request.session.get(SESSION_LINK),
-            participant_id=request.session.get(SESSION_PARTICIPANT),
-            participant__appointment_id=appointment_id,
-            participant__is_active=True,
-            revoked_at__isnull=True,
-        )
-        .exclude(participant__appointment__status=Appointment.Status.CANCELLED)
-        .first()
+    link = held_join_link(
+        appointment_id=appointment_id,
+        link_id=request.session.get(SESSION_LINK),
+        participant_id=request.session.get(SESSION_PARTICIPANT),
     )
-    return link.participant if link else None
+    if link is None or link.participant.appointment.status == Appointment.Status.CANCELLED:
+        return None
+    return link.participant
 
 
 @never_cache
@@ -171,6 +166,7 @@ def join_waiting(request: HttpRequest, appointment_id: int) -> HttpResponse:
     context = {
         "participant": participant,
         "appointment": _appointment_facts(participant.appointment),
+        "session_url": reverse("consults:session", args=[participant.appointment_id]),
         "device_check_url": reverse("join:device-check") + "?next=" + request.path,
     }
     return _private(render(request, "consults/join_waiting.html", context))
@@ -231,8 +227,8 @@ def _device_check_strings() -> dict[str, str]:
         "failed": _("The camera and microphone could not be started."),
         "measuring": _("Measuring your connection…"),
         "netFailed": _("The connection test failed. Check your mobile data and try again."),
-        "down": _("Download"),
-        "up": _("Upload"),
+        "down": _("Download speed"),
+        "up": _("Upload speed"),
         "rtt": _("Delay"),
         "kbps": _("kbit/s"),
         "ms": _("ms"),

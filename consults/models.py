@@ -346,3 +346,128 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+class SessionPresence(models.Model):
+    """Where one person stands in a session's call: waiting room, admitted, declined, left.
+
+    One row per person per appointment, keyed like the signaling messages ("user:<id>" or
+    "participant:<id>"); it outlives a dropped connection so that a reconnecting browser
+    comes back in the same state.
+    """
+
+    class State(models.TextChoices):
+        WAITING = "waiting", _("waiting to be admitted")
+        ADMITTED = "admitted", _("in the call")
+        DECLINED = "declined", _("declined")
+        LEFT = "left", _("left")
+
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="presences")
+    participant_key = models.CharField(max_length=64)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, null=True, blank=True, related_name="presences"
+    )
+    name = models.CharField(_("name"), max_length=200)
+    role = models.CharField(_("role"), max_length=16, choices=Participant.Role.choices)
+    state = models.CharField(_("state"), max_length=16, choices=State.choices)
+    # Kept after leaving: an admitted patient whose phone dropped the call is not sent back
+    # to the waiting room.
+    admitted_at = models.DateTimeField(null=True, blank=True)
+    audio_on = models.BooleanField(default=True)
+    video_on = models.BooleanField(default=True)
+    # Consent to recording this session, given (or withdrawn) by this person on the call page.
+    recording_consent = models.BooleanField(_("consents to recording"), default=False)
+    consent_changed_at = models.DateTimeField(null=True, blank=True)
+    # The socket that holds the place: a late disconnect of an older socket must not mark
+    # a reconnected person as gone.
+    channel_name = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("session presence")
+        verbose_name_plural = _("session presences")
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["appointment", "participant_key"], name="one_presence_per_person"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+
+class ChatMessage(models.Model):
+    """A message written in a session's chat, kept with the consult."""
+
+    appointment = models.ForeignKey(
+        Appointment, on_delete=models.CASCADE, related_name="chat_messages"
+    )
+    author_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # A patient or relative who joined by link, without an account.
+    author_participant = models.ForeignKey(
+        Participant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    author_name = models.CharField(_("author"), max_length=200)
+    text = models.TextField(_("text"))
+    sent_at = models.DateTimeField(_("sent"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("chat message")
+        verbose_name_plural = _("chat messages")
+        ordering = ["sent_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.author_name}: {self.text[:40]}"
+
+
+class Recording(models.Model):
+    """A recording of a session's call, made only while everyone in the call consented.
+
+    The media broker writes each participant's encoded media (consults/media/recorder.py);
+    a Celery task composes them into one MP4 (consults/recording_tasks.py)."""
+
+    class Status(models.TextChoices):
+        RECORDING = "recording", _("recording")
+        PROCESSING = "processing", _("processing")
+        READY = "ready", _("ready")
+        FAILED = "failed", _("failed")
+
+    appointment = models.ForeignKey(
+        Appointment, on_delete=models.PROTECT, related_name="recordings"
+    )
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    started_by_name = models.CharField(_("started by"), max_length=200, blank=True)
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    stopped_at = models.DateTimeField(_("stopped"), null=True, blank=True)
+    # Why it stopped: "stopped", "consent_withdrawn", "joined_without_consent", "everyone_left"
+    stop_reason = models.CharField(max_length=32, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.RECORDING
+    )
+    error = models.TextField(_("error"), blank=True)
+    file = models.FileField(_("file"), upload_to="recordings/%Y/%m/", blank=True)
+    duration = models.FloatField(_("duration (seconds)"), null=True, blank=True)
+    size = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("recording")
+        verbose_name_plural = _("recordings")
+        ordering = ["started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["appointment"],
+                condition=models.Q(status="recording"),
+                name="one_running_recording_per_session",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"recording {self.pk} of appointment {self.appointment_id} ({self.status})"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from consults import scheduling_views, views
+from consults import recording_views, scheduling_views, session_views, views
 
 app_name = "consults"
 
@@ -35,4 +35,19 @@ urlpatterns += [
         scheduling_views.appointment_cancel,
         name="appointment-cancel",
     ),
+]
+
+# The call page of a video session (consults/session_views.py).
+urlpatterns += [
+    path("sessions/<int:appointment_id>/", session_views.session_page, name="session"),
+]
+
+# Session recordings (consults/recording_views.py).
+urlpatterns += [
+    path(
+        "sessions/<int:appointment_id>/recordings/",
+        recording_views.session_recordings,
+        name="session-recordings",
+    ),
+    path("recordings/<int:recording_id>/", recording_views.recording_file, name="recording-file"),
 ]

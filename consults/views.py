@@ -207,4 +207,5 @@ def session_start(request: HttpRequest, appointment_id: int) -> HttpResponse:
         start_session(appointment=appointment, specialist=request.user)
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
-    return redirect(appointment.referral)
+        return redirect(appointment.referral)
+    return redirect("consults:session", appointment_id=appointment.pk)

@@ -8,12 +8,20 @@ from typing import Any
 
 from celery import Celery
 from celery.beat import PersistentScheduler
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemed.settings")
 
 app = Celery("telemed")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _freeze_startup_objects(**kwargs: Any) -> None:
+    from telemed.heap import freeze_startup_objects
+
+    freeze_startup_objects()
 
 
 class HeartbeatScheduler(PersistentScheduler):

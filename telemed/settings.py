@@ -6,6 +6,7 @@ real service (see the README's table of variables). Behaviour changes only throu
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "accounts",
     "ehr",
     "consults",
+    "imaging",
 ]
 
 MIDDLEWARE = [
@@ -106,13 +108,27 @@ DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # A kept connection is checked before each request or task reuses it (a restarted
+        # PostgreSQL). The Celery worker keeps its connections (Procfile): opening one per
+        # task costs PostgreSQL a new backend process.
+        conn_health_checks=True,
     ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    # Several processes (web, worker, beat) share one SQLite file: wait for locks, use WAL.
+    # Several processes (web, worker, beat, DICOM server) share one SQLite file: wait for
+    # locks, use WAL, and take the write lock when a transaction begins — a transaction that
+    # starts reading and later writes cannot wait for the lock and fails at once with
+    # "database is locked" when another process writes (seen with parallel ingest).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+        {
+            "timeout": 20,
+            # WAL with synchronous=NORMAL: a commit survives a crash of the process, and only
+            # a power cut may lose the last moments (SQLite's recommended pairing; a commit no
+            # longer waits for the disk). PostgreSQL is the production database.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -122,7 +138,23 @@ REDIS_URL = env_str("REDIS_URL")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # No socket timeout. redis-py's default read timeout (5 s) equals channels_redis's
+        # blocking-pop timeout (5 s): an idle receiver (the media broker, a quiet WebSocket)
+        # then dies with "Timeout reading from ...". And with any socket timeout redis-py
+        # sends through asyncio.wait_for, which on Python 3.11 loses a cancellation that
+        # arrives as the send completes: a closed WebSocket's consumer then never ends
+        # (tests/telemed/test_channel_layer.py shows both). The server ends every
+        # blocking pop after 5 s; keepalive finds a dead Redis.
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": None,
+                    "socket_connect_timeout": 10,
+                    "socket_keepalive": True,
+                }
+            ]
+        },
     }
     if REDIS_URL
     else {"BACKEND": "channels.layers.InMemoryChannelLayer"},
@@ -137,6 +169,16 @@ CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Ingest and rendering have their own queues, so that a big study never delays reminders.
+CELERY_TASK_ROUTES = {
+    "imaging.tasks.ingest_*": {"queue": "ingest"},
+    "imaging.tasks.render_*": {"queue": "media"},
+    "imaging.tasks.transcode_*": {"queue": "media"},
+    # Composing a call's recording decodes and encodes video: minutes of CPU per hour.
+    "consults.recording_tasks.*": {"queue": "media"},
+    "imaging.upload_tasks.*": {"queue": "ingest"},
+    "imaging.export_tasks.*": {"queue": "media"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -150,6 +192,27 @@ CELERY_BEAT_SCHEDULE["appointment-reminders"] = {
     "task": "consults.tasks.send_due_reminders",
     "schedule": 60.0,
 }
+# Received files whose ingest task was lost (a broker restart) are picked up again.
+CELERY_BEAT_SCHEDULE["ingest-waiting-files"] = {
+    "task": "imaging.tasks.ingest_waiting_files",
+    "schedule": 120.0,
+}
+# Study exports (ZIPs with a DICOMDIR) are kept for a day: removed hourly after that.
+CELERY_BEAT_SCHEDULE["remove-expired-exports"] = {
+    "task": "imaging.export_tasks.remove_expired_exports",
+    "schedule": 3600.0,
+}
+# Staging files of browser uploads abandoned for a day are removed: every hour.
+CELERY_BEAT_SCHEDULE["remove-abandoned-uploads"] = {
+    "task": "imaging.upload_tasks.remove_abandoned_uploads",
+    "schedule": 3600.0,
+}
+
+# Call recordings nobody stopped (the broker died) or whose composition was lost: every 10 min.
+CELERY_BEAT_SCHEDULE["sweep-recordings"] = {
+    "task": "consults.recording_tasks.sweep_recordings",
+    "schedule": 600.0,
+}
 
 # The processes `make run` starts; /healthz reports each. Later parts (media broker, DICOM
 # server, HL7 listener) add their names here as they join the Procfile.
@@ -159,6 +222,28 @@ HL7_HOST = env_str("HL7_HOST", "127.0.0.1")
 HL7_PORT = env_int("HL7_PORT", 2575)
 # MLLP has no authentication: only these addresses (or networks, "10.1.0.0/24") may connect.
 HL7_ALLOWED_CLIENTS = env_list("HL7_ALLOWED_CLIENTS", ["127.0.0.1"])
+PLATFORM_PROCESSES.append("dicom")
+PLATFORM_PROCESSES.append("media")
+
+# --- Imaging (DICOM) --------------------------------------------------------------------------
+
+# The DIMSE server (`manage.py dicomserver`): our AE title, address and port. Only AE titles
+# registered for an organization (imaging.DicomNode, in the admin) may associate.
+DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "TELEMED")
+DICOM_HOST = env_str("DICOM_HOST", "127.0.0.1")
+DICOM_PORT = env_int("DICOM_PORT", 11112)
+# Browser uploads: the largest single file and the largest total of one archive unpacked
+# (an archive bomb is refused, not unpacked).
+IMAGING_MAX_FILE_BYTES = env_int("IMAGING_MAX_FILE_BYTES", 2 * 2**30)
+IMAGING_MAX_ARCHIVE_BYTES = env_int("IMAGING_MAX_ARCHIVE_BYTES", 8 * 2**30)
+# Chunked browser uploads wait here (a local disk, not object storage) until their last chunk;
+# an upload untouched for IMAGING_UPLOAD_EXPIRY_HOURS is abandoned and its staging file removed.
+IMAGING_UPLOAD_DIR = Path(env_str("IMAGING_UPLOAD_DIR", str(VAR_DIR / "uploads")))
+IMAGING_UPLOAD_EXPIRY_HOURS = env_int("IMAGING_UPLOAD_EXPIRY_HOURS", 24)
+# Recordings of video sessions: the media broker writes each participant's raw media here,
+# the Celery worker reads it to compose the MP4 (then removes it). A local disk both the
+# broker and the worker see (the same machine, or a shared volume), not object storage.
+RECORDING_DIR = Path(env_str("RECORDING_DIR", str(VAR_DIR / "recordings")))
 HEARTBEAT_MAX_AGE_SECONDS = env_int("HEARTBEAT_MAX_AGE_SECONDS", 60)
 
 # --- Accounts, authentication, two-factor, lock-out -----------------------------------------
@@ -228,8 +313,28 @@ PDF_FONT_DIR = Path(env_str("PDF_FONT_DIR", str(NODE_MODULES / "dejavu-fonts-ttf
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Files (received DICOM, renditions, documents) go through Django's storage API: the
+# filesystem under MEDIA_ROOT by default, S3-compatible object storage when S3_BUCKET is set
+# (django-storages; credentials from S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY or the usual AWS
+# variables and instance roles).
+S3_BUCKET = env_str("S3_BUCKET")
+_DEFAULT_STORAGE: dict = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+if S3_BUCKET:
+    _DEFAULT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env_str("S3_ENDPOINT_URL") or None,
+            "region_name": env_str("S3_REGION") or None,
+            "access_key": env_str("S3_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("S3_SECRET_ACCESS_KEY") or None,
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _DEFAULT_STORAGE,
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
@@ -273,6 +378,18 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
 }
+
+# --- Video sessions (WebRTC) ----------------------------------------------------------------
+
+# ICE servers (STUN, TURN with credentials) for the call page's RTCPeerConnection, as JSON:
+# [{"urls": "turn:turn.clinic.kg:3478", "username": "u", "credential": "p"}]. None by
+# default: browsers on one network connect directly, and no public server sees our calls.
+try:
+    WEBRTC_ICE_SERVERS = json.loads(env_str("WEBRTC_ICE_SERVERS") or "[]")
+except ValueError:
+    raise ImproperlyConfigured("WEBRTC_ICE_SERVERS is not a JSON list") from None
+if not isinstance(WEBRTC_ICE_SERVERS, list):
+    raise ImproperlyConfigured("WEBRTC_ICE_SERVERS is not a JSON list")
 
 # --- Security (production: DEBUG off) -------------------------------------------------------
 

@@ -80,6 +80,8 @@ urlpatterns = [
     path("fhir", fhir_views.transaction),
     path("fhir/", include("ehr.fhir.urls")),
     path("hl7/", include("ehr.hl7.urls")),
+    path("imaging/", include("imaging.urls")),
+    path("dicomweb/", include("imaging.dicomweb.urls")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -30,6 +30,20 @@ def _fast_and_isolated(settings: Any) -> None:
     settings.LANGUAGE_CODE = "en"
 
 
+@pytest.fixture(autouse=True)
+def _own_channel_layer() -> None:
+    """Each test gets channel layer objects of its own, because each test runs event loops
+    of its own (async_to_sync, asyncio.run) and channels_redis 4.3 keeps asyncio locks across
+    them: a receive cancelled while waiting for ChannelLock (the lock on the process's shared
+    "specific.<prefix>!" channel) leaves that lock behind, bound to the ended loop, and the next
+    loop that waits on it fails with "Lock ... is bound to a different event loop" (seen in CI
+    as signaling tests with two sockets timing out). A server process runs one loop for its
+    whole life and never meets this."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _tasks_run_in_process() -> None:
     # With REDIS_URL set (CI's second run) the settings send tasks to Redis; the suite has no

@@ -45,7 +45,7 @@ def _target_fields(target: models.Model | None) -> dict[str, Any]:
     }
 
 
-def _audit_event(
+def build_audit_event(
     *,
     actor: User | None,
     action: str,
@@ -85,7 +85,7 @@ def record_event(
     actor_label: str = "",
 ) -> AuditEvent:
     """Append one event to the audit log; the address and channel come from the request."""
-    event = _audit_event(
+    event = build_audit_event(
         actor=actor,
         action=action,
         outcome=outcome,
@@ -104,7 +104,7 @@ def record_patient_reads(
 ) -> None:
     """One event per patient shown in a list or search result, written in one query."""
     AuditEvent.objects.bulk_create(
-        _audit_event(
+        build_audit_event(
             actor=actor,
             action=action,
             outcome=AuditEvent.Outcome.ALLOWED,

@@ -89,3 +89,22 @@ def use_join_link(*, link: JoinLink) -> None:
         region=referral.region,
         detail={"join_link": participant.pk},
     )
+
+
+def held_join_link(
+    *, appointment_id: int, link_id: object, participant_id: object
+) -> JoinLink | None:
+    """The link a browser joined `appointment_id` by (the ids it keeps in its session), if
+    that link still holds: not replaced, its participant still invited. The join pages and
+    the call both ask this; each then applies its own rule on the appointment's state."""
+    return (
+        JoinLink.objects.select_related("participant__appointment__specialist")
+        .filter(
+            pk=link_id,
+            participant_id=participant_id,
+            participant__appointment_id=appointment_id,
+            participant__is_active=True,
+            revoked_at__isnull=True,
+        )
+        .first()
+    )

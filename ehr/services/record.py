@@ -44,6 +44,9 @@ _SIGNATURES = [
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"RIFF", "image/webp"),
+    # An MP4 video (an ultrasound clip, a recording of a wound): an ISO BMFF "ftyp" box first,
+    # its signature at offset 4 after the box size.
+    (b"ftyp", "video/mp4"),
 ]
 
 
@@ -52,6 +55,8 @@ def sniff_document_type(head: bytes) -> str | None:
         if head.startswith(signature):
             if content_type == "image/webp" and head[8:12] != b"WEBP":
                 continue
+            return content_type
+        if content_type == "video/mp4" and head[4:8] == signature:
             return content_type
     return None
 
@@ -108,7 +113,9 @@ def attach_document(
     upload.seek(0)
     content_type = sniff_document_type(head)
     if content_type is None:
-        raise ValidationError(_("Only PDF files and JPEG, PNG or WebP images can be attached."))
+        raise ValidationError(
+            _("Only PDF files and JPEG, PNG or WebP images (or MP4 videos) can be attached.")
+        )
     digest = hashlib.sha256()
     for chunk in upload.chunks():
         digest.update(chunk)

@@ -7,11 +7,7 @@ thread sees committed rows only: hence `django_db(transaction=True)`.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +16,6 @@ from decimal import Decimal
 
 import hl7
 import pytest
-from django.conf import settings
 from django.db import OperationalError
 from hl7.mllp import open_hl7_connection
 
@@ -157,61 +152,3 @@ def test_client_not_on_the_allow_list_is_refused_and_nothing_stored(patient: Pat
     assert answer == b""
     assert not LabMessage.objects.exists()
     assert not Observation.objects.exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_line(lines: list[str], text: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not any(text in line for line in lines):
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {text!r} in the output: {''.join(lines)}")
-        time.sleep(0.05)
-
-
-def test_listener_command_waits_for_a_taken_port_and_stops_on_sigterm(tmp_path):
-    # The port is taken: the command must keep trying (not exit, which would stop the whole
-    # platform under honcho), bind once it is free, and stop cleanly on SIGTERM.
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
-    blocker.listen()
-    port = blocker.getsockname()[1]
-    env = {
-        **os.environ,
-        "REDIS_URL": "",
-        "TELEMED_VAR_DIR": str(tmp_path),
-        "PYTHONUNBUFFERED": "1",
-    }
-    command = subprocess.Popen(
-        [sys.executable, "manage.py", "hl7listener", "--port", str(port)],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(command.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_for_line(lines, "cannot bind")
-        assert command.poll() is None
-        blocker.close()
-        wait_for_line(lines, f"HL7 listener (MLLP) on 127.0.0.1:{port}")
-
-        command.send_signal(signal.SIGTERM)
-        command.wait(timeout=15)
-        reader.join(timeout=5)
-    finally:
-        blocker.close()
-        if command.poll() is None:
-            command.kill()
-            command.wait()
-
-    output = "".join(lines)
-    assert command.returncode == 0, output
-    assert "HL7 listener stopped." in output

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -64,3 +67,18 @@ def test_demo_world_has_referrals_in_the_states_a_centre_sees():
     }  # fmt: skip
     specialist = User.objects.get(email="specialist@demo.kg")
     assert Referral.objects.filter(specialist=specialist, status="triaged").exists()
+
+
+def test_demo_session_is_joinable_now_by_the_three_demo_users(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    call_command("load_demo", verbosity=0)
+    output = io.StringIO()
+
+    call_command("demo_session", stdout=output)
+
+    path = re.search(r"http\S+", output.getvalue()).group().removeprefix(settings.SITE_URL)
+    for email in ("specialist@demo.kg", "clinician@demo.kg", "patient@demo.kg"):
+        client = Client()
+        client.force_login(User.objects.get(email=email))
+        assert client.get(path).status_code == 200, email
+    assert Client().get(path).status_code == 404

@@ -71,6 +71,8 @@ def test_demo_world_never_loads_with_production_settings(tmp_path: Path):
         ("REDIS_URL", "redis://cache.example.kg:6379/1", "CHANNEL_LAYERS", "RedisChannelLayer"),
         ("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend", "EMAIL_BACKEND", "smtp"),
         ("MEDIA_ROOT", "/srv/telemed/media", "MEDIA_ROOT", "/srv/telemed/media"),
+        ("S3_BUCKET", "telemed-naryn", "STORAGES", "storages.backends.s3.S3Storage"),
+        ("DICOM_PORT", "104", "DICOM_PORT", "104"),
     ],
 )
 def test_environment_switches_each_part_to_the_real_service(

@@ -99,6 +99,12 @@ class Command(BaseCommand):
             users = self._users(organizations)
             patients = self._patients(organizations, users)
             create_demo_records(clinician=users["clinician@demo.kg"], patients=patients)
+            self._dicom_nodes(organizations)
+            from imaging.demo import load_demo_imaging
+
+            load_demo_imaging(
+                organization=organizations[AT_BASHY], received_by=users["clinician@demo.kg"]
+            )
             create_demo_referrals(
                 clinician=users["clinician@demo.kg"],
                 coordinator=users["coordinator@demo.kg"],
@@ -114,6 +120,29 @@ class Command(BaseCommand):
                 name=name, defaults={"kind": kind, "region": Region.NARYN, "address": address}
             )
         return organizations
+
+    def _dicom_nodes(self, organizations: dict[str, Organization]) -> None:
+        from imaging.models import DicomNode
+
+        # A modality a new user can send from at once with dcmtk's storescu (`-aet DEMO_CT`),
+        # and a workstation that C-MOVE may deliver to (a dcmtk storescp on port 11113).
+        DicomNode.objects.get_or_create(
+            ae_title="DEMO_CT",
+            defaults={
+                "organization": organizations[AT_BASHY],
+                "description": "Demo CT scanner (dcmtk storescu on this machine)",
+                "host": "127.0.0.1",
+            },
+        )
+        DicomNode.objects.get_or_create(
+            ae_title="DEMO_WS",
+            defaults={
+                "organization": organizations[AT_BASHY],
+                "description": "Demo workstation (dcmtk storescp on this machine, port 11113)",
+                "host": "127.0.0.1",
+                "port": 11113,
+            },
+        )
 
     def _users(self, organizations: dict[str, Organization]) -> dict[str, User]:
         users = {}

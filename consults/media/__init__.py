@@ -1,0 +1,1 @@
+"""The aiortc media broker: forwards participants' encoded media without re-encoding."""

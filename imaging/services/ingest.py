@@ -1,0 +1,295 @@
+"""Getting DICOM in: keep every file as received, then index it (Celery).
+
+`receive_file` is the one door for every source (browser upload, archive, DICOMDIR, C-STORE,
+STOW-RS): it stores the bytes untouched with their SHA-256 and queues the ingest. `ingest`
+parses, validates and indexes one received file; it is idempotent on SOPInstanceUID (a resend
+of the same instance changes nothing; a different file with the same UID is kept and flagged
+as a conflict) and safe to run twice on the same file (a redelivered task).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from typing import IO
+
+from django.core.files.base import ContentFile, File
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from accounts.models import AuditEvent, Organization, User
+from accounts.services.audit import record_event
+from imaging.dicom.parse import NotDicom, ParsedInstance, parse_instance
+from imaging.models import Instance, ReceivedFile, Series, Study, UploadBatch
+from imaging.services.matching import match_study_patient
+
+logger = logging.getLogger(__name__)
+
+HASH_CHUNK = 1 << 20
+
+
+def _sha256(content: bytes | IO[bytes]) -> tuple[str, int]:
+    if isinstance(content, bytes):
+        return hashlib.sha256(content).hexdigest(), len(content)
+    digest, size = hashlib.sha256(), 0
+    content.seek(0)
+    while chunk := content.read(HASH_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    content.seek(0)
+    return digest.hexdigest(), size
+
+
+def receive_file(
+    *,
+    content: bytes | IO[bytes],
+    source: str,
+    organization: Organization,
+    received_by: User | None = None,
+    calling_ae: str = "",
+    batch: UploadBatch | None = None,
+    original_name: str = "",
+    queue_ingest: bool = True,
+) -> ReceivedFile:
+    """Keep `content` exactly as received, then (after commit) queue its ingest.
+
+    With `queue_ingest=False` the caller queues the ingest itself, for many files at once
+    (`queue_ingest_of`): a C-STORE association or an archive does so in batches.
+    """
+    sha256, size = _sha256(content)
+    received = ReceivedFile(
+        source=source,
+        organization=organization,
+        received_by=received_by,
+        calling_ae=calling_ae,
+        batch=batch,
+        original_name=original_name[:500],
+        size=size,
+        sha256=sha256,
+    )
+    stored = ContentFile(content) if isinstance(content, bytes) else File(content)
+    received.file.save(sha256, stored, save=False)
+    received.save()
+    if queue_ingest:
+        queue_ingest_of([received.pk])
+    return received
+
+
+def queue_ingest_of(received_file_ids: Iterable[int]) -> None:
+    """Queue the ingest of these files once the current transaction commits."""
+    from imaging.tasks import ingest_received_files
+
+    ids = list(received_file_ids)
+    if ids:
+        transaction.on_commit(lambda: ingest_received_files.delay(ids))
+
+
+def _fail(received: ReceivedFile, reason: str) -> ReceivedFile:
+    received.status = ReceivedFile.Status.FAILED
+    received.error = reason
+    received.processed_at = timezone.now()
+    received.save(update_fields=["status", "error", "processed_at"])
+    return received
+
+
+def _unwrapped(stream: File) -> IO[bytes]:
+    # pydicom reads a file element by element, tens of reads and tells each: through Django's
+    # File proxies every one of them went through properties.
+    while isinstance(stream, File) and stream.file is not None:
+        stream = stream.file
+    return stream
+
+
+def _parse(received: ReceivedFile) -> ParsedInstance | None:
+    """The parsed file, or None when it is not usable DICOM (then it is marked failed)."""
+    try:
+        with received.file.open("rb") as stream:
+            parsed = parse_instance(_unwrapped(stream))
+    except NotDicom as error:
+        _fail(received, str(error))
+        return None
+    # OSError (storage trouble) propagates: the task retries, the file stays "received".
+    parsed.dataset = None  # only the extracted attributes are needed: free the pixels now
+    return parsed
+
+
+def ingest(received: ReceivedFile) -> ReceivedFile:
+    """Parse, validate and index one received file. A file that fails is kept with its error."""
+    return ingest_many([received])[0]
+
+
+def ingest_many(received_files: list[ReceivedFile]) -> list[ReceivedFile]:
+    """Parse, validate and index several received files (a C-STORE batch, an archive) in one
+    transaction: a few queries per batch rather than a dozen per instance. Files already done
+    (a redelivered task) are left as they are."""
+    parsed: list[tuple[ReceivedFile, ParsedInstance]] = []
+    for received in received_files:
+        if received.status != ReceivedFile.Status.RECEIVED:
+            continue
+        result = _parse(received)
+        if result is not None:
+            parsed.append((received, result))
+    if parsed:
+        try:
+            with transaction.atomic():
+                _index_many(parsed)
+        except DatabaseError:
+            # Another worker indexed the same study, series or instance at the same moment
+            # (IntegrityError), or one file holds a value the database refuses (DataError):
+            # index one by one, each finding what the other created; a file the database
+            # refuses fails alone, with its reason, and the rest of the batch is indexed.
+            for received, result in parsed:
+                try:
+                    _index_one_with_retries(received, result)
+                except DataError as error:
+                    _fail(received, f"a value cannot be stored in the index: {error}")
+    by_pk = {received.pk: received for received, _ in parsed}
+    return [by_pk.get(received.pk, received) for received in received_files]
+
+
+def _index_one_with_retries(received: ReceivedFile, parsed: ParsedInstance) -> None:
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                _index_many([(received, parsed)])
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
+
+
+def _index_many(parsed: list[tuple[ReceivedFile, ParsedInstance]]) -> None:
+    # Claim the files: a concurrent worker with the same ids waits, then finds them done.
+    claimed = set(
+        ReceivedFile.objects.select_for_update()
+        .filter(pk__in=[received.pk for received, _ in parsed], status=ReceivedFile.Status.RECEIVED)
+        .values_list("pk", flat=True)
+    )
+    parsed = [(received, result) for received, result in parsed if received.pk in claimed]
+    if not parsed:
+        return
+    now = timezone.now()
+    uids = {result.instance["sop_instance_uid"] for _, result in parsed}
+    known: dict[str, tuple[Instance, str]] = {
+        instance.sop_instance_uid: (instance, instance.received_file.sha256)
+        for instance in Instance.objects.select_related("received_file").filter(
+            sop_instance_uid__in=uids
+        )
+    }
+    studies = {
+        study.study_instance_uid: study
+        for study in Study.objects.select_related("organization").filter(
+            study_instance_uid__in={result.study["study_instance_uid"] for _, result in parsed}
+        )
+    }
+    series_by_uid = {
+        series.series_instance_uid: series
+        for series in Series.objects.filter(
+            series_instance_uid__in={result.series["series_instance_uid"] for _, result in parsed}
+        )
+    }
+    new_instances: list[tuple[ReceivedFile, Instance]] = []
+    for received, result in parsed:
+        sop_uid = result.instance["sop_instance_uid"]
+        received.sop_instance_uid = sop_uid
+        received.processed_at = now
+        if sop_uid in known:
+            instance, sha256 = known[sop_uid]
+            received.instance = instance
+            if sha256 == received.sha256:
+                received.status = ReceivedFile.Status.DUPLICATE
+            else:
+                received.status = ReceivedFile.Status.CONFLICT
+                received.error = (
+                    "another file with this SOPInstanceUID is already indexed; this one is "
+                    "kept for review and not served"
+                )
+            continue
+        study = studies.get(result.study["study_instance_uid"])
+        if study is None:
+            study = studies[result.study["study_instance_uid"]] = _new_study(received, result)
+        elif study.organization_id != received.organization_id:
+            # A study is filed only by the organization that received it first: a sender of
+            # another clinic (an upload, STOW-RS, a modality) cannot add images to it, and so
+            # to its patient's record, by reusing its StudyInstanceUID.
+            received.status = ReceivedFile.Status.CONFLICT
+            received.error = (
+                "this study was received by another organization; the file is kept for review "
+                "and not added to it"
+            )
+            continue
+        series = series_by_uid.get(result.series["series_instance_uid"])
+        if series is None:
+            series = Series.objects.create(**result.series, study=study)
+            series_by_uid[series.series_instance_uid] = series
+        instance = Instance(
+            series=series, received_file=received, metadata=result.metadata, **result.instance
+        )
+        known[sop_uid] = (instance, received.sha256)
+        new_instances.append((received, instance))
+    Instance.objects.bulk_create([instance for _, instance in new_instances])
+    for received, instance in new_instances:
+        received.instance = instance
+        received.status = ReceivedFile.Status.INGESTED
+    _save_outcomes([received for received, _ in parsed])
+    for series in {instance.series_id: instance.series for _, instance in new_instances}.values():
+        _recount(series)
+
+
+def _save_outcomes(received_files: list[ReceivedFile]) -> None:
+    # One statement, many rows: Django's bulk_update builds a CASE per column and row, which
+    # cost more than the rest of the indexing together.
+    table = connection.ops.quote_name(ReceivedFile._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET status = %s, instance_id = %s, sop_instance_uid = %s, "
+            "processed_at = %s, error = %s WHERE id = %s",
+            [
+                (
+                    received.status,
+                    received.instance_id,
+                    received.sop_instance_uid,
+                    connection.ops.adapt_datetimefield_value(received.processed_at),
+                    received.error,
+                    received.pk,
+                )
+                for received in received_files
+            ],
+        )
+
+
+def _new_study(received: ReceivedFile, parsed: ParsedInstance) -> Study:
+    study = Study.objects.create(**parsed.study, organization=received.organization)
+    patient = received.batch.patient if received.batch_id else None
+    match_study_patient(study=study, chosen_patient=patient)
+    record_event(
+        actor=received.received_by,
+        actor_label=f"DICOM {received.calling_ae}" if received.calling_ae else "",
+        action=AuditEvent.Action.CREATE,
+        target=study,
+        patient_id=study.patient_id,
+        region=study.organization.region,
+        detail={"source": received.source},
+    )
+    return study
+
+
+def _recount(series: Series) -> None:
+    series.number_of_instances = series.instances.count()
+    series.save(update_fields=["number_of_instances"])
+    study = series.study
+    per_series = list(
+        Series.objects.filter(study=study)
+        .values("modality")
+        .annotate(instances=Count("instances"))
+        .values_list("modality", "instances")
+    )
+    study.number_of_series = Series.objects.filter(study=study).count()
+    study.number_of_instances = sum(count for _, count in per_series)
+    study.modalities = "\\".join(sorted({modality for modality, _ in per_series if modality}))[:64]
+    study.updated_at = timezone.now()
+    study.save(
+        update_fields=["number_of_series", "number_of_instances", "modalities", "updated_at"]
+    )
