@@ -34,6 +34,7 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from consults.media import LINK_MODES
 from consults.media.forwarding import (
     Publication,
     SubscriberTrack,
@@ -49,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("audio", "video")
 CODEC_MIME = {"audio": "audio/opus", "video": "video/vp8"}
-# What a participant's link carries: everything, a low copy of each video, or no video.
-LINK_MODES = ("normal", "low", "audio")
 
 SignalCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 

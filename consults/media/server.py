@@ -52,9 +52,10 @@ from typing import Any
 
 from aiortc import RTCIceServer
 
+from consults.media import LINK_MODES
 from consults.media.claims import RoomClaims
 from consults.media.recorder import Recorder
-from consults.media.room import LINK_MODES, GlareError, Room
+from consults.media.room import GlareError, Room
 
 logger = logging.getLogger(__name__)
 

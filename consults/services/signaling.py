@@ -40,6 +40,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import AuditEvent, User
 from accounts.services.audit import record_event
+from consults.media import LINK_MODES
 from consults.models import Appointment, ChatMessage, Participant, SessionPresence
 from consults.services import recording
 from consults.services.links import CLOSES_AFTER, OPENS_BEFORE, held_join_link
@@ -57,8 +58,6 @@ CHAT_HISTORY = 200
 
 CLINICIAN_SIDE = frozenset({Role.SPECIALIST, Role.CLINICIAN})
 MEDIA_TYPES = frozenset({"offer", "answer", "ice"})
-# What a member's link carries (consults/media/room.py Peer.set_link_mode).
-LINK_MODES = ("normal", "low", "audio")
 # What someone in the waiting room (or turned away) may still send.
 BEFORE_ADMISSION = frozenset({"join", "leave", "quality", "ping"})
 
