@@ -16,7 +16,7 @@ from accounts.models import Organization, User
 from consults.services.links import issue_join_link
 from ehr.models import Patient
 from tests.browser.conftest import CHROMIUM_FLAGS
-from tests.consults.test_join_links import book_visit
+from tests.consults.sessions import book_visit
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_scheduling and used as arguments
 """Booking, rescheduling and cancelling sessions: who may, which slots, and the database
 keeping one booking per slot and per person even when two people book at once."""
 
@@ -18,15 +17,8 @@ from consults.models import Appointment, Participant, Referral
 from consults.services import scheduling
 from ehr.models import Patient
 from tests.conftest import logged_in_client
-from tests.consults.test_scheduling import (  # noqa: F401 - fixtures used as arguments
-    at,
-    cardiologist,
-    cardiology,
-    frozen,
-    office_hours,
-    referral,
-    triaged_referral,
-)
+from tests.consults.referrals import triaged_referral
+from tests.consults.scheduling_clock import at
 from tests.factories.accounts import member
 from tests.factories.ehr import PatientFactory
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_scheduling and used as arguments
 """The consults REST API with a Bearer token: the referral workflow, free slots, sessions."""
 
 from __future__ import annotations
@@ -12,14 +11,7 @@ from rest_framework.authtoken.models import Token
 from accounts.models import AuditEvent, Specialty, User
 from consults.models import Appointment, Referral
 from ehr.models import Patient
-from tests.consults.test_scheduling import (  # noqa: F401 - fixtures used as arguments
-    at,
-    cardiologist,
-    cardiology,
-    frozen,
-    office_hours,
-    referral,
-)
+from tests.consults.scheduling_clock import at
 
 pytestmark = pytest.mark.django_db
 

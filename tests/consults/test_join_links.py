@@ -10,60 +10,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.test import Client
 
-from accounts.models import AuditEvent, Organization, Specialty, User
+from accounts.models import AuditEvent, Organization, User
 from consults.models import Appointment, JoinLink, Participant
-from consults.services import referrals as workflow
 from consults.services.links import issue_join_link
 from ehr.models import Patient
+from tests.consults.sessions import QUESTION, book_visit
 
 pytestmark = pytest.mark.django_db
 BISHKEK = ZoneInfo("Asia/Bishkek")
-QUESTION = "Chest pain on exertion since March. Suspected angina?"
 STARTS_AT = dt.datetime(2026, 3, 10, 10, 0, tzinfo=BISHKEK)
-
-
-def book_visit(
-    *,
-    clinician: User,
-    coordinator: User,
-    specialist: User,
-    patient: Patient,
-    starts_at: dt.datetime,
-) -> Participant:
-    """A live referral with one booked appointment and the patient invited to it.
-
-    Rows are made directly: the booking service is being written elsewhere.
-    """
-    # A migration seeds the specialties, but a transactional test (the browser's) may run
-    # after another one has flushed them.
-    specialty, _ = Specialty.objects.get_or_create(
-        code="cardiology",
-        defaults={"name_en": "Cardiology", "name_ru": "Кардиология", "name_ky": "Кардиология"},
-    )
-    specialist.memberships.get().specialties.add(specialty)
-    referral = workflow.create_referral(
-        clinician=clinician, patient=patient, specialty=specialty, urgency="routine",
-        question=QUESTION,
-    )  # fmt: skip
-    workflow.submit_referral(referral=referral, clinician=clinician)
-    workflow.triage_referral(
-        referral=referral, coordinator=coordinator, specialist=specialist, priority=2, mode="live"
-    )
-    appointment = Appointment.objects.create(
-        referral=referral,
-        specialist=specialist,
-        kind=Appointment.Kind.DOCTOR_PATIENT,
-        starts_at=starts_at,
-        ends_at=starts_at + dt.timedelta(minutes=30),
-        booked_by=coordinator,
-    )
-    return Participant.objects.create(
-        appointment=appointment,
-        role=Participant.Role.PATIENT,
-        name="Asel Mamytova",
-        phone="+996700123456",
-        starts_at=starts_at,
-    )
 
 
 def token_of(url: str) -> str:

@@ -10,21 +10,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from channels.layers import InMemoryChannelLayer
 from django.core.cache.backends.locmem import LocMemCache
 
 from consults.media.claims import RoomClaims
 from consults.media.server import MediaServer
-from tests.consults.test_media_broker import (
+from tests.consults.media_clients import (
     FRAMES_WANTED,
     ChannelSignaling,
     Client,
     MovingPicture,
-    loopback_only,  # noqa: F401 (fixture)
     shut_down,
     until,
 )
 
+pytestmark = pytest.mark.usefixtures("loopback_only")
 ROOM = "7"
 
 

@@ -25,8 +25,9 @@ from aiortc.codecs.vpx import Vp8Encoder
 from consults.media.forwarding import LowCopyVp8Encoder
 from consults.media.lowcopy import LOW_BITRATE, FrameRateLimiter, low_size
 from consults.media.room import Room
-from tests.consults.test_media_broker import Client, loopback_only, until  # noqa: F401 (fixture)
+from tests.consults.media_clients import Client, until
 
+pytestmark = pytest.mark.usefixtures("loopback_only")
 SCENARIO_TIMEOUT = 120  # a hang guard, not an assertion about speed
 FULL = (640, 480)
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_scheduling and used as arguments
 """Everyone in a session hears of it: in the app, by e-mail with a calendar invitation, by
 SMS; and reminders 24 hours and 15 minutes before go exactly once.
 
@@ -20,14 +19,8 @@ from consults.models import Appointment, Notification, Referral
 from consults.services import notifications, scheduling
 from consults.sms import ConsoleSmsBackend, LocmemSmsBackend
 from tests.conftest import logged_in_client
-from tests.consults.test_scheduling import (  # noqa: F401 - fixtures used as arguments
-    at,
-    cardiologist,
-    cardiology,
-    frozen,
-    office_hours,
-    triaged_referral,
-)
+from tests.consults.referrals import triaged_referral
+from tests.consults.scheduling_clock import at
 from tests.factories.ehr import PatientFactory
 
 pytestmark = pytest.mark.django_db

@@ -24,9 +24,8 @@ from consults.models import Appointment, Recording, SessionPresence
 from consults.recording_tasks import compose_recording, grid
 from consults.services.links import issue_join_link
 from consults.services.recording import finish_abandoned_recordings, recording_directory
-from ehr.models import Patient
 from tests.conftest import logged_in_client
-from tests.consults.test_session_signaling import book_session, joined_by_link, link_patient
+from tests.consults.sessions import joined_by_link, link_patient
 
 pytestmark = pytest.mark.django_db
 
@@ -109,13 +108,6 @@ async def record(directory: Path) -> dict[str, Any]:
                 publications[key][0].push(packet)
         await asyncio.sleep(0)
     return await recorder.stop()
-
-
-@pytest.fixture
-def session(clinician: User, coordinator: User, specialist: User, patient: Patient) -> Appointment:
-    return book_session(
-        clinician=clinician, coordinator=coordinator, specialist=specialist, patient=patient
-    )
 
 
 @pytest.fixture

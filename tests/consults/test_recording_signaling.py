@@ -13,26 +13,10 @@ from channels.testing import WebsocketCommunicator
 from accounts.models import AuditEvent, User
 from consults.models import Appointment, Recording, SessionPresence
 from consults.services.recording import recording_directory
-from ehr.models import Patient
-from tests.consults.test_session_signaling import (
-    answer_to,
-    book_session,
-    join,
-    joined_by_link,
-    next_of,
-    own_state,
-    run,
-    socket,
-)
+from tests.consults.sessions import joined_by_link
+from tests.consults.signaling_sockets import answer_to, join, next_of, own_state, run, socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def session(clinician: User, coordinator: User, specialist: User, patient: Patient) -> Appointment:
-    return book_session(
-        clinician=clinician, coordinator=coordinator, specialist=specialist, patient=patient
-    )
 
 
 async def recording_state(

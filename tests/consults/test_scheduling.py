@@ -1,5 +1,5 @@
 """Availability and free slots: rules minus absences, bookings and the past, shown in each
-viewer's time zone. Shared fixtures of the scheduling tests live here."""
+viewer's time zone. The shared fixtures are in conftest.py."""
 
 from __future__ import annotations
 
@@ -10,87 +10,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from accounts.models import Membership, Organization, Specialty, User
+from accounts.models import Membership, Organization, User
 from consults.models import AvailabilityRule, Referral
-from consults.services import referrals as workflow
 from consults.services import scheduling
-from ehr.models import Patient
 from tests.conftest import logged_in_client
+from tests.consults.scheduling_clock import NOW, at
 from tests.factories.accounts import member
 
 pytestmark = pytest.mark.django_db
-BISHKEK = ZoneInfo("Asia/Bishkek")
 MOSCOW = ZoneInfo("Europe/Moscow")
-# A Monday morning in Bishkek; every scheduling test runs with the clock stopped here.
-NOW = dt.datetime(2030, 3, 4, 9, 0, tzinfo=BISHKEK)
-
-
-def at(hour: int, minute: int = 0, *, days: int = 0) -> dt.datetime:
-    """A moment `days` after NOW's date, at a wall-clock time in Bishkek."""
-    day = NOW.date() + dt.timedelta(days=days)
-    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=BISHKEK)
-
-
-@pytest.fixture
-def frozen(time_machine: Any) -> dt.datetime:
-    time_machine.move_to(NOW, tick=False)
-    return NOW
-
-
-@pytest.fixture
-def cardiology(db: None) -> Specialty:
-    # Migrations load the specialties, but a transactional test that ran earlier flushed them.
-    specialty, _ = Specialty.objects.get_or_create(
-        code="cardiology",
-        defaults={"name_en": "Cardiology", "name_ru": "Кардиология", "name_ky": "Кардиология"},
-    )
-    return specialty
-
-
-@pytest.fixture
-def cardiologist(specialist: User, cardiology: Specialty) -> User:
-    specialist.memberships.get().specialties.add(cardiology)
-    return specialist
-
-
-@pytest.fixture
-def office_hours(cardiologist: User) -> list[AvailabilityRule]:
-    """Monday to Friday, 10:00–12:00 Bishkek time, 30-minute slots."""
-    return [
-        scheduling.add_availability_rule(
-            specialist=cardiologist,
-            weekday=weekday,
-            start_time=dt.time(10),
-            end_time=dt.time(12),
-            slot_minutes=30,
-        )  # fmt: skip
-        for weekday in range(5)
-    ]
-
-
-def triaged_referral(
-    *, clinician: User, coordinator: User, specialist: User, patient: Patient,
-    specialty: Specialty, mode: str = "live",
-) -> Referral:  # fmt: skip
-    referral = workflow.create_referral(
-        clinician=clinician, patient=patient, specialty=specialty, urgency="routine",
-        question="Chest pain on exertion. ECG?",
-    )  # fmt: skip
-    workflow.submit_referral(referral=referral, clinician=clinician)
-    return workflow.triage_referral(
-        referral=referral, coordinator=coordinator, specialist=specialist, priority=2, mode=mode
-    )
-
-
-@pytest.fixture
-def referral(
-    frozen: dt.datetime, clinician: User, coordinator: User, cardiologist: User,
-    patient: Patient, cardiology: Specialty, office_hours: list,
-) -> Referral:  # fmt: skip
-    return triaged_referral(
-        clinician=clinician, coordinator=coordinator, specialist=cardiologist, patient=patient,
-        specialty=cardiology,
-    )  # fmt: skip
 
 
 def starts(slots: list[scheduling.Slot]) -> list[dt.datetime]:

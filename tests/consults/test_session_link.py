@@ -11,20 +11,13 @@ from channels.layers import get_channel_layer
 
 from accounts.models import User
 from consults.models import Appointment
-from tests.consults.test_session_signaling import (
-    answer_to,
-    join,
-    next_of,
-    run,
-    session,  # noqa: F401 (fixture)
-    socket,
-)
+from tests.consults.signaling_sockets import answer_to, join, next_of, run, socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_weak_link_mode_reaches_the_broker_and_the_others(
-    session: Appointment,  # noqa: F811
+    session: Appointment,
     specialist: User,
     clinician: User,
 ):
@@ -52,7 +45,7 @@ def test_weak_link_mode_reaches_the_broker_and_the_others(
 
 
 def test_screen_sharing_is_shown_to_the_others(
-    session: Appointment,  # noqa: F811
+    session: Appointment,
     specialist: User,
     clinician: User,
 ):
@@ -81,7 +74,7 @@ def test_screen_sharing_is_shown_to_the_others(
     ],
 )
 def test_malformed_link_and_screen_messages_are_answered_clearly(
-    session: Appointment,  # noqa: F811
+    session: Appointment,
     specialist: User,
     message: dict[str, Any],
     error: str,

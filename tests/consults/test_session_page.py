@@ -10,18 +10,10 @@ from django.test import Client
 from accounts.models import User
 from consults.models import Appointment
 from consults.services.links import issue_join_link
-from ehr.models import Patient
 from tests.conftest import logged_in_client
-from tests.consults.test_session_signaling import book_session, joined_by_link, link_patient
+from tests.consults.sessions import joined_by_link, link_patient
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def session(clinician: User, coordinator: User, specialist: User, patient: Patient) -> Appointment:
-    return book_session(
-        clinician=clinician, coordinator=coordinator, specialist=specialist, patient=patient
-    )
 
 
 def config_of(response: object) -> dict:

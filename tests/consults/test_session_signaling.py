@@ -4,108 +4,32 @@ message may do. Real consumer, real channel layer, real database."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import AuditEvent, Specialty, User
+from accounts.models import AuditEvent, User
 from consults.models import Appointment, ChatMessage, Participant, Referral, SessionPresence
-from consults.services import referrals as workflow
 from consults.services.links import issue_join_link
 from consults.services.signaling import MAX_CHAT_CHARS
-from ehr.models import Patient
-from telemed.asgi import application
-from tests.conftest import logged_in_client
+from tests.consults.sessions import joined_by_link, link_patient
+from tests.consults.signaling_sockets import (
+    answer_to,
+    database_sync,
+    join,
+    next_of,
+    own_state,
+    run,
+    socket,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NOT_A_PARTICIPANT = 4403
-
-
-def book_session(
-    *, clinician: User, coordinator: User, specialist: User, patient: Patient, starts_in: int = 5
-) -> Appointment:
-    """A live referral with an appointment starting in `starts_in` minutes; the specialist
-    and the referring clinician invited by account, the patient by a link."""
-    specialty, _ = Specialty.objects.get_or_create(
-        code="cardiology",
-        defaults={"name_en": "Cardiology", "name_ru": "Кардиология", "name_ky": "Кардиология"},
-    )
-    specialist.memberships.get().specialties.add(specialty)
-    referral = workflow.create_referral(
-        clinician=clinician, patient=patient, specialty=specialty, urgency="routine",
-        question="Chest pain on exertion",
-    )  # fmt: skip
-    workflow.submit_referral(referral=referral, clinician=clinician)
-    workflow.triage_referral(
-        referral=referral, coordinator=coordinator, specialist=specialist, priority=2, mode="live"
-    )
-    starts_at = timezone.now() + dt.timedelta(minutes=starts_in)
-    appointment = Appointment.objects.create(
-        referral=referral,
-        specialist=specialist,
-        kind=Appointment.Kind.DOCTOR_PATIENT,
-        starts_at=starts_at,
-        ends_at=starts_at + dt.timedelta(minutes=30),
-        booked_by=coordinator,
-    )
-    for role, user in ((Participant.Role.SPECIALIST, specialist), ("clinician", clinician)):
-        Participant.objects.create(
-            appointment=appointment, user=user, role=role, name=str(user), starts_at=starts_at
-        )
-    Participant.objects.create(
-        appointment=appointment, role=Participant.Role.PATIENT, name="Asel Mamytova",
-        phone="+996700123456", starts_at=starts_at,
-    )  # fmt: skip
-    # As booking does: a booked referral is "scheduled".
-    Referral.objects.filter(pk=referral.pk).update(status=Referral.Status.SCHEDULED)
-    return appointment
-
-
-@pytest.fixture
-def session(clinician: User, coordinator: User, specialist: User, patient: Patient) -> Appointment:
-    return book_session(
-        clinician=clinician, coordinator=coordinator, specialist=specialist, patient=patient
-    )
-
-
-def link_patient(appointment: Appointment) -> Participant:
-    return appointment.participants.get(role=Participant.Role.PATIENT, user=None)
-
-
-def joined_by_link(appointment: Appointment) -> Client:
-    """A browser that opened the patient's link and pressed "Join"."""
-    client = Client()
-    token = issue_join_link(participant=link_patient(appointment)).rstrip("/").rsplit("/", 1)[-1]
-    response = client.post(f"/join/{token}/enter/")
-    assert response.status_code == 302
-    return client
-
-
-async def database_sync(work: Callable[[], Any]) -> Any:
-    return await database_sync_to_async(work)()
-
-
-async def socket(appointment: Appointment, who: User | Client | None) -> WebsocketCommunicator:
-    headers = [(b"origin", b"http://127.0.0.1")]
-    client = await database_sync(lambda: logged_in_client(who)) if isinstance(who, User) else who
-    if client is not None:
-        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
-    return WebsocketCommunicator(application, f"/ws/sessions/{appointment.pk}/", headers=headers)
-
-
-async def next_of(ws: WebsocketCommunicator, kind: str) -> dict[str, Any]:
-    """The next message of type `kind`, skipping others (participant lists, history)."""
-    while True:
-        message = await ws.receive_json_from(timeout=5)
-        if message["type"] == kind:
-            return message
 
 
 async def list_where(
@@ -118,39 +42,9 @@ async def list_where(
             return message
 
 
-async def own_state(ws: WebsocketCommunicator, state: str) -> dict[str, Any]:
-    """The next participant list that shows this socket's own person in `state`."""
-    while True:
-        message = await next_of(ws, "participants")
-        if message["state"] == state:
-            return message
-
-
-async def join(ws: WebsocketCommunicator) -> dict[str, Any]:
-    connected, _ = await ws.connect()
-    assert connected
-    await ws.send_json_to({"type": "join"})
-    return await next_of(ws, "joined")
-
-
-async def answer_to(ws: WebsocketCommunicator, message: Any) -> dict[str, Any]:
-    if isinstance(message, str):
-        await ws.send_to(text_data=message)
-    else:
-        await ws.send_json_to(message)
-    return await next_of(ws, "error")
-
-
 async def still_open(ws: WebsocketCommunicator) -> bool:
     await ws.send_json_to({"type": "ping"})
     return (await next_of(ws, "pong")) == {"type": "pong"}
-
-
-def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        return await scenario()
-
-    return async_to_sync(main)()
 
 
 async def connect_as(appointment: Appointment, who: User | Client | None) -> tuple[bool, Any]:
