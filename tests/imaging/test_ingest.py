@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
 
 import pytest
+from django.db.models.signals import post_save
 from pydicom.data import get_testdata_file
 
 from accounts.models import AuditEvent, Organization, User
@@ -55,6 +62,126 @@ def test_file_is_kept_byte_for_byte_with_its_hash(
         assert stored.read() == content
     assert received.sha256 == hashlib.sha256(content).hexdigest()
     assert received.size == len(content)
+
+
+def test_row_of_a_received_file_says_where_and_from_whom_it_came(
+    clinic: Organization, clinician: User
+) -> None:
+    content = dicom_bytes(ct_dataset())
+
+    received = _receive(
+        content, clinic, received_by=clinician, calling_ae="CT_ROOM_2", original_name="x" * 600
+    )
+
+    received.error = "checked"
+    received.save(update_fields=["error"])  # the returned object is the row, as ingest uses it
+
+    row = ReceivedFile.objects.get()
+    assert (row.pk, row.error) == (received.pk, "checked")
+    assert (row.source, row.status) == (ReceivedFile.Source.UPLOAD, ReceivedFile.Status.RECEIVED)
+    assert (row.organization, row.received_by, row.calling_ae) == (clinic, clinician, "CT_ROOM_2")
+    assert row.original_name == "x" * 500
+    assert (row.size, row.sha256) == (len(content), hashlib.sha256(content).hexdigest())
+    assert row.file.name == received.file.name
+    assert row.file.name.startswith("imaging/received/")
+    assert row.received_at == received.received_at
+
+
+def test_code_listening_for_saved_received_files_still_hears_of_them(clinic: Organization) -> None:
+    heard: list[tuple[int, bool]] = []
+
+    def listener(sender: type, instance: ReceivedFile, created: bool, **kwargs: object) -> None:
+        heard.append((instance.pk, created))
+
+    post_save.connect(listener, sender=ReceivedFile)
+    try:
+        received = _receive(dicom_bytes(ct_dataset()), clinic)
+    finally:
+        post_save.disconnect(listener, sender=ReceivedFile)
+
+    assert heard == [(received.pk, True)]
+
+
+def test_same_content_received_twice_is_kept_twice(
+    settings: Any, tmp_path: Path, clinic: Organization
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    content = dicom_bytes(ct_dataset())
+
+    first = _receive(content, clinic)
+    second = receive_file(
+        content=io.BytesIO(content), source=ReceivedFile.Source.ARCHIVE, organization=clinic
+    )
+
+    assert ReceivedFile.objects.count() == 2
+    assert first.file.name != second.file.name
+    for received in ReceivedFile.objects.all():
+        assert received.sha256 == hashlib.sha256(content).hexdigest()
+        with received.file.open("rb") as stored:
+            assert stored.read() == content
+
+
+def test_kept_file_and_its_new_folders_have_the_configured_permissions(
+    settings: Any, tmp_path: Path, clinic: Organization
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    settings.FILE_UPLOAD_PERMISSIONS = 0o640
+    settings.FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o750
+
+    received = _receive(dicom_bytes(ct_dataset()), clinic)
+
+    path = Path(received.file.path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "imaging").stat().st_mode) == 0o750
+
+
+def test_file_is_kept_again_after_its_folder_was_removed(
+    settings: Any, tmp_path: Path, clinic: Organization
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    _receive(dicom_bytes(ct_dataset()), clinic)
+    shutil.rmtree(tmp_path / "imaging")
+    content = dicom_bytes(ct_dataset())
+
+    received = _receive(content, clinic)
+
+    with received.file.open("rb") as stored:
+        assert stored.read() == content
+
+
+class _CutOff(io.BytesIO):
+    """An upload whose connection drops while it is being stored: its bytes can be hashed once,
+    then the second read fails halfway (as a spooled request body does when the disk fails)."""
+
+    def __init__(self, content: bytes) -> None:
+        super().__init__(content)
+        self.passes = 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if offset == 0 and whence == 0:
+            self.passes += 1
+        return super().seek(offset, whence)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.passes > 1 and self.tell() > 0:
+            raise OSError("connection reset while storing")
+        return super().read(min(size, 4096) if size and size > 0 else 4096)
+
+
+def test_file_cut_off_while_kept_leaves_no_part_of_it_and_no_row(
+    settings: Any, tmp_path: Path, clinic: Organization
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    content = dicom_bytes(ct_dataset())
+
+    with pytest.raises(OSError, match="connection reset"):
+        receive_file(
+            content=_CutOff(content), source=ReceivedFile.Source.UPLOAD, organization=clinic
+        )
+
+    assert not ReceivedFile.objects.exists()
+    assert [files for _, _, files in os.walk(tmp_path) if files] == []
 
 
 def test_resending_the_same_instance_changes_nothing(
