@@ -9,12 +9,15 @@ imaging.services.nodes, imaging.services.query) and translate the result into DI
   BATCH_SIZE files, and when the association is released or aborted), so a long association
   becomes queryable as it goes. The hot path avoids pydicom and pynetdicom's polling: PDUs of
   up to MAXIMUM_PDU_SIZE, event-driven reactors and quick C-STORE responses
-  (imaging/dimse_reactor.py), the file meta header built by hand (`file_meta_header`).
+  (imaging/dimse_reactor.py), the file meta header built by hand (`file_meta_header`), and
+  the C-STORE fast lane (imaging/dimse_fast.py: C-STORE-RQs read, kept and answered in the
+  association's reader thread; setting DICOM_FAST_STORE, on unless set to False). Both
+  paths keep an instance through `store_received`.
 - C-FIND, C-MOVE and C-GET see only `studies_for_node(node)`; every answer is audited.
 
 Handlers run in pynetdicom's threads, one per association: the thread keeps its database
 connection for the association's life and closes it at the end (or at once after a database
-error).
+error). The fast lane's reader thread does the same with a connection of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import socket
 import struct
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +75,8 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from accounts.models import AuditEvent
 from accounts.request_context import request_context
-from imaging.dimse_reactor import use_event_driven_reactors
+from imaging.dimse_fast import StoreLane, StoreRequest
+from imaging.dimse_reactor import EventDrivenDUL, use_event_driven_reactors
 from imaging.models import DicomNode, Instance, ReceivedFile
 from imaging.services.files import load_dataset
 from imaging.services.ingest import queue_ingest_of, receive_file
@@ -158,6 +162,7 @@ class AssociationState:
     pending: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     refused_services: set[str] = field(default_factory=set)
+    ended: bool = False
 
     def refuse(self, service: str) -> int:
         """Audit (once per association and service) a request the node may not make."""
@@ -216,11 +221,31 @@ class NodeCheckingACSE(ACSE):
 
 
 class _RequestHandler(RequestHandler):
+    server: ThreadedAssociationServer
+
     def _create_association(self) -> Association:
         association = use_event_driven_reactors(super()._create_association())
         set_nodelay(self.request)
         association.acse = NodeCheckingACSE(association)
+        if getattr(self.server, "fast_store", False) and isinstance(
+            association.dul, EventDrivenDUL
+        ):
+            # C-STORE served in the association's reader thread (imaging/dimse_fast.py),
+            # which then has a database connection of its own, closed when it ends.
+            association.dul.lane = StoreLane(
+                association.dul,
+                store=_store_from_fast_lane,
+                replaces=handle_store,
+                on_close=_close_thread_connections,
+            )
         return association
+
+
+def _close_thread_connections() -> None:
+    try:
+        connections.close_all()
+    except Exception:
+        logger.exception("closing a DICOM reader thread's database connections")
 
 
 def _state(association: Association) -> AssociationState:
@@ -235,25 +260,61 @@ def handle_echo(event: evt.Event) -> int:
 
 
 def handle_store(event: evt.Event) -> int:
-    state = _state(event.assoc)
+    """C-STORE on pynetdicom's path (the fast lane stood aside, or is off)."""
     request = event.request
-    sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+    try:
+        dataset: list[bytes] | None = [request.DataSet.getvalue()]
+    except Exception:
+        dataset = None
+    return store_received(
+        state=_state(event.assoc),
+        sop_class_uid=str(request.AffectedSOPClassUID or ""),
+        sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+        transfer_syntax_uid=str(event.context.transfer_syntax),
+        dataset=dataset,
+    )
+
+
+def _store_from_fast_lane(
+    association: Association,
+    request: StoreRequest,
+    transfer_syntax_uid: str,
+    dataset: Sequence[memoryview],
+) -> int:
+    return store_received(
+        state=_state(association),
+        sop_class_uid=request.sop_class_uid,
+        sop_instance_uid=request.sop_instance_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+        dataset=dataset,
+    )
+
+
+def store_received(
+    *,
+    state: AssociationState,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    dataset: Sequence[bytes | memoryview] | None,
+) -> int:
+    """Keep one instance received over C-STORE (the dataset's bytes as they came over the
+    wire, in one piece or several) and return the DIMSE status to answer with. Called by
+    pynetdicom's handler and by the fast lane alike; returns only once the file is kept."""
     with _database_work(state.address):
         if not state.node.may_store:
             return state.refuse("C-STORE")
-        try:
-            # The bytes as they came over the wire, with a file meta header: never decoded.
-            content = (
-                file_meta_header(
-                    sop_class_uid=str(request.AffectedSOPClassUID or ""),
-                    sop_instance_uid=sop_instance_uid,
-                    transfer_syntax_uid=str(event.context.transfer_syntax),
-                )
-                + request.DataSet.getvalue()
-            )
-        except Exception:
-            logger.exception("C-STORE of %s from %s: no dataset", sop_instance_uid, state.address)
+        if dataset is None:
+            logger.error("C-STORE of %s from %s: no dataset", sop_instance_uid, state.address)
             return UNABLE_TO_PROCESS
+        # The bytes as they came over the wire, with a file meta header: never decoded.
+        # Joined once, from the fragments of the PDUs they arrived in.
+        header = file_meta_header(
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+        )
+        content = b"".join((header, *dataset))
         try:
             received = receive_file(
                 content=content,
@@ -268,8 +329,10 @@ def handle_store(event: evt.Event) -> int:
             return OUT_OF_RESOURCES
         with state.lock:
             state.pending.append(received.pk)
-            is_batch_full = len(state.pending) >= BATCH_SIZE
-        if is_batch_full:
+            # After the association's end (an abort while this file was being written) no
+            # one else will queue it.
+            queue_now = state.ended or len(state.pending) >= BATCH_SIZE
+        if queue_now:
             _queue_pending(state)
     return SUCCESS
 
@@ -331,6 +394,8 @@ def handle_acse_received(event: evt.Event) -> None:
 def handle_association_end(event: evt.Event) -> None:
     state = _states.pop(event.assoc, None)
     if state is not None:
+        with state.lock:
+            state.ended = True
         with _database_work(state.address):
             _queue_pending(state)
     connections.close_all()  # this thread's connections: the thread ends with the association
@@ -569,7 +634,14 @@ def application_entity(ae_title: str) -> AE:
 class DicomServer:
     """Our SCP, bound to `host:port` (port 0: a free one) on construction (OSError if taken)."""
 
-    def __init__(self, *, host: str, port: int, ae_title: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        ae_title: str | None = None,
+        fast_store: bool | None = None,
+    ) -> None:
         self.ae = application_entity(ae_title or settings.DICOM_AE_TITLE)
         self.server = self.ae.make_server(
             (host, port),
@@ -577,6 +649,10 @@ class DicomServer:
             server_class=ThreadedAssociationServer,
             request_handler=_RequestHandler,
         )
+        # The C-STORE fast lane (imaging/dimse_fast.py); off: pynetdicom's path for all.
+        if fast_store is None:
+            fast_store = settings.DICOM_FAST_STORE
+        self.server.fast_store = fast_store
         self.ae._servers.append(self.server)  # as ae.start_server does, for ae.shutdown()
         self._thread: threading.Thread | None = None
 

@@ -11,8 +11,13 @@ association thread on an event the DUL thread sets after each state machine acti
 what fills the DIMSE and ACSE queues). Both still wake every MAX_WAIT seconds to check their
 timers (ARTIM, network timeout), as the polling loops did.
 
+The DUL thread also reads PDUs through a lane when one is set (`EventDrivenDUL.lane`, the
+C-STORE fast lane of imaging/dimse_fast.py), which serves some itself and hands the others to
+pynetdicom.
+
 The two loops are copies of pynetdicom 3.0.4's (`DULServiceProvider.run_reactor`,
-`Association._run_reactor`) with only their sleeps replaced: `use_event_driven_reactors`
+`Association._run_reactor`) with only their sleeps replaced (and a local abort of an
+association already closing ignored): `use_event_driven_reactors`
 refuses any other version, and tests/imaging/test_dimse_fast.py covers them.
 """
 
@@ -26,6 +31,7 @@ import socket
 import ssl
 import struct
 import threading
+from typing import Any
 
 import pynetdicom
 from pynetdicom import evt
@@ -39,6 +45,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -60,6 +67,15 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
+        # Reads the PDUs instead of pynetdicom when set (imaging/dimse_fast.py): an object
+        # with read_pdu() and close().
+        self.lane: Any = None
+
+    def _read_pdu_data(self) -> None:
+        if self.lane is None:
+            super()._read_pdu_data()
+        else:
+            self.lane.read_pdu()
 
     def send_pdu(self, primitive) -> None:  # type: ignore[no-untyped-def]
         super().send_pdu(primitive)
@@ -100,6 +116,8 @@ class EventDrivenDUL(DULServiceProvider):
             self.activity.set()
             self._wake_writer.close()
             self._wake_reader.close()
+            if self.lane is not None:
+                self.lane.close()
 
     def _run_reactor(self) -> None:
         # pynetdicom 3.0.4's DULServiceProvider.run_reactor, with `self._wait()` for its sleep.
@@ -137,7 +155,14 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 sleep = True
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except InvalidEventError:
+                # The server shutting down aborts every association, also one it has just
+                # rejected and that waits for the peer to close (Sta13): there is nothing to
+                # abort, and pynetdicom's state table has no entry for it.
+                if (event, self.state_machine.current_state) != ("Evt15", "Sta13"):
+                    raise
             self.activity.set()
             sleep = False
 
@@ -214,30 +239,38 @@ def _us(tag: int, value: int) -> bytes:
     return struct.pack("<HHIH", 0x0000, tag, 2, value)
 
 
+def encode_store_response(
+    *, message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int
+) -> bytes:
+    """The command set of a C-STORE-RSP carrying only a status (implicit VR little endian,
+    PS3.7 9.3.1.2), encoded as pynetdicom encodes it, without pydicom."""
+    elements = b"".join(
+        (
+            _ui(0x0002, sop_class_uid) if sop_class_uid else b"",
+            _us(0x0100, 0x8001),  # CommandField: C-STORE-RSP
+            _us(0x0120, message_id),
+            _us(0x0800, 0x0101),  # CommandDataSetType: no dataset
+            _us(0x0900, status),
+            _ui(0x1000, sop_instance_uid) if sop_instance_uid else b"",
+        )
+    )
+    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(elements)) + elements
+
+
 def store_response_command(primitive: C_STORE) -> bytes | None:
-    """The command set of a C-STORE-RSP (implicit VR little endian, PS3.7 9.3.1.2), encoded as
-    pynetdicom encodes it, without pydicom; None when it carries more than a status (an error
-    comment or offending element): pynetdicom encodes those."""
+    """`encode_store_response` for a response primitive; None when it carries more than a
+    status (an error comment or offending element): pynetdicom encodes those."""
     if primitive.ErrorComment or primitive.OffendingElement:
         return None
     status = primitive.Status
     if not isinstance(status, int) or primitive.MessageIDBeingRespondedTo is None:
         return None
-    elements = b"".join(
-        (
-            _ui(0x0002, str(primitive.AffectedSOPClassUID))
-            if primitive.AffectedSOPClassUID
-            else b"",
-            _us(0x0100, 0x8001),  # CommandField: C-STORE-RSP
-            _us(0x0120, primitive.MessageIDBeingRespondedTo),
-            _us(0x0800, 0x0101),  # CommandDataSetType: no dataset
-            _us(0x0900, status),
-            _ui(0x1000, str(primitive.AffectedSOPInstanceUID))
-            if primitive.AffectedSOPInstanceUID
-            else b"",
-        )
+    return encode_store_response(
+        message_id=primitive.MessageIDBeingRespondedTo,
+        sop_class_uid=str(primitive.AffectedSOPClassUID or ""),
+        sop_instance_uid=str(primitive.AffectedSOPInstanceUID or ""),
+        status=status,
     )
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(elements)) + elements
 
 
 class QuickStoreResponseDIMSE(DIMSEServiceProvider):

@@ -232,6 +232,9 @@ PLATFORM_PROCESSES.append("media")
 DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "TELEMED")
 DICOM_HOST = env_str("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = env_int("DICOM_PORT", 11112)
+# C-STORE requests are read and answered by our own lane in each association's reader thread
+# (imaging/dimse_fast.py); False leaves every message to pynetdicom (slower, same result).
+DICOM_FAST_STORE = env_bool("DICOM_FAST_STORE", True)
 # Browser uploads: the largest single file and the largest total of one archive unpacked
 # (an archive bomb is refused, not unpacked).
 IMAGING_MAX_FILE_BYTES = env_int("IMAGING_MAX_FILE_BYTES", 2 * 2**30)

@@ -8,19 +8,24 @@ the study is in the index when storescu returns.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from django.db import OperationalError
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom.association import Association
 
 from imaging.dimse import DicomServer
+from imaging.models import ReceivedFile
 from tests.conftest import require_program
 from tests.factories.imaging import dicom_bytes
 from tests.platform import free_port
@@ -28,14 +33,85 @@ from tests.platform import free_port
 AE_TITLE = "TELEMED"
 
 
-@pytest.fixture
-def dicom_server() -> Iterator[DicomServer]:
-    server = DicomServer(host="127.0.0.1", port=0, ae_title=AE_TITLE)
+@contextmanager
+def running_server(**options: object) -> Iterator[DicomServer]:
+    # pynetdicom's log at WARNING, as `manage.py dicomserver` sets it: at INFO its standard
+    # handlers describe every PDU, and the C-STORE fast lane stands aside for them.
+    pynetdicom_logger = logging.getLogger("pynetdicom")
+    level = pynetdicom_logger.level
+    pynetdicom_logger.setLevel(logging.WARNING)
+    server = DicomServer(host="127.0.0.1", port=0, ae_title=AE_TITLE, **options)  # type: ignore[arg-type]
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        pynetdicom_logger.setLevel(level)
+
+
+@pytest.fixture
+def dicom_server() -> Iterator[DicomServer]:
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def plain_dicom_server() -> Iterator[DicomServer]:
+    """The same server with the C-STORE fast lane off: pynetdicom's path for every message."""
+    with running_server(fast_store=False) as server:
+        yield server
+
+
+def stored_bytes(sop_instance_uid: str, calling_ae: str | None = None) -> bytes | None:
+    """The file kept for an instance received over C-STORE (from `calling_ae`), if any."""
+    received = ReceivedFile.objects.filter(original_name=f"{sop_instance_uid}.dcm")
+    if calling_ae is not None:
+        received = received.filter(calling_ae=calling_ae)
+    first = received.first()
+    if first is None:
+        return None
+    with first.file.open("rb") as stored_file:
+        return stored_file.read()
+
+
+def p_data_tf(*pdvs: tuple[int, int, bytes]) -> bytes:
+    """A P-DATA-TF PDU (PS3.8 9.3.5) of (context ID, message control header, data) items."""
+    items = b"".join(
+        struct.pack(">IBB", len(data) + 2, context_id, control) + data
+        for context_id, control, data in pdvs
+    )
+    return struct.pack(">BxI", 0x04, len(items)) + items
+
+
+@contextmanager
+def reactor_paused(association: Association) -> Iterator[None]:
+    """Hold a requesting association's reactor, as pynetdicom's own send_c_* do, so that the
+    next message received waits in `association.dimse` for the test to read."""
+    association._reactor_checkpoint.clear()
+    while not association._is_paused:
+        time.sleep(0.0001)
+    try:
+        yield
+    finally:
+        association._reactor_checkpoint.set()
+
+
+def send_raw(association: Association, *pdus: bytes) -> object:
+    """Write PDUs on an established association's socket as they are, and return the DIMSE
+    message the peer answers with (None if it does not within the DIMSE timeout)."""
+    with reactor_paused(association):
+        for pdu in pdus:
+            association.dul.socket.socket.sendall(pdu)
+        _, response = association.dimse.get_msg(block=True)
+    return response
+
+
+def server_association(server: DicomServer) -> Association:
+    """The server's side of its only association."""
+    found = eventually(lambda: server.ae.active_associations)
+    assert found, "the server has no association"
+    [association] = found  # type: ignore[misc]
+    return association
 
 
 def dcmtk(
