@@ -3,6 +3,8 @@ audit event itself, so no caller (page, DICOMweb, DIMSE) can forget to."""
 
 from __future__ import annotations
 
+import time
+
 from django.core.cache import cache
 from django.db.models import QuerySet
 from django.http import Http404
@@ -17,6 +19,11 @@ READ_BURST_SECONDS = 600
 # ...and within a burst, a granted permission is trusted this long (a consult that closes
 # stops the frames of an open viewer within a minute).
 BURST_DECISION_SECONDS = 60
+# What this process learnt of those two facts from the cache: key -> the time (time.time())
+# until which the cache holds it. A viewer's frames then cost no cache round trip after the
+# first; a fact is never kept past the moment the cache itself lets it go.
+_known_until: dict[str, float] = {}
+_KNOWN_MAX = 10_000
 
 
 def studies_visible_to(user: User) -> QuerySet[Study]:
@@ -48,6 +55,10 @@ def record_study_reads(
     )
 
 
+def _studies() -> QuerySet[Study]:
+    return Study.objects.select_related("patient", "organization").order_by()
+
+
 def study_for(
     *,
     user: User,
@@ -66,15 +77,94 @@ def study_for(
     READ_BURST_SECONDS, not once per request, and the permission, once granted, is trusted for
     BURST_DECISION_SECONDS (the policy queries cost more than serving a cached frame).
     Refusals are always checked afresh and recorded."""
-    studies = Study.objects.select_related("patient", "organization").order_by()
     found = list(
-        studies.filter(pk=study_id)[:1]
+        _studies().filter(pk=study_id)[:1]
         if study_id is not None
-        else studies.filter(study_instance_uid=study_uid)[:1]
+        else _studies().filter(study_instance_uid=study_uid)[:1]
     )
-    study = found[0] if found else None
+    return _allowed(
+        user=user,
+        study=found[0] if found else None,
+        requested=study_id or study_uid,
+        action=action,
+        audit_action=audit_action,
+        detail=detail,
+        audit_once_per=audit_once_per,
+    )
+
+
+def instance_for(
+    *,
+    user: User,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    audit_action: str = AuditEvent.Action.VIEW,
+    detail: dict | None = None,
+    audit_once_per: str = "",
+) -> Instance:
+    """The instance (with its received file, series and study) if `user` may view its study:
+    the same answers and audit events as study_for followed by a look-up of the instance in
+    that study, in one query when the instance exists. Its metadata is not loaded."""
+    found = list(
+        Instance.objects.filter(
+            series__study__study_instance_uid=study_uid,
+            series__series_instance_uid=series_uid,
+            sop_instance_uid=sop_uid,
+        )
+        # Not the patient: neither the check nor the audit event needs more than its id.
+        .select_related("received_file", "series__study__organization")
+        .defer("metadata")
+        .order_by()[:1]  # at most one (unique UID): no ordering to compile
+    )
+    if not found:
+        # The study decides the answer and what is audited (a refusal, or a read of a study
+        # that holds no such instance).
+        study_for(
+            user=user,
+            study_uid=study_uid,
+            audit_action=audit_action,
+            detail=detail,
+            audit_once_per=audit_once_per,
+        )
+        raise Http404("No such instance")
+    instance = found[0]
+    _allowed(
+        user=user,
+        study=instance.series.study,
+        requested=study_uid,
+        action=access.VIEW,
+        audit_action=audit_action,
+        detail=detail,
+        audit_once_per=audit_once_per,
+    )
+    return instance
+
+
+def _allowed(
+    *,
+    user: User,
+    study: Study | None,
+    requested: int | str | None,
+    action: str,
+    audit_action: str,
+    detail: dict | None,
+    audit_once_per: str,
+) -> Study:
+    """`study` if `user` may perform `action` on it, audited as study_for describes."""
+    now = time.time()
     decision_key = f"imaging:may:{user.pk}:{study.pk if study else 0}:{action}"
-    is_trusted = bool(audit_once_per and study and cache.get(decision_key))
+    read_key = f"imaging:read:{user.pk}:{study.pk if study else 0}:{audit_once_per}"
+    is_trusted = is_audited = False
+    found: dict = {}
+    if audit_once_per and study:
+        # Both facts (permission trusted, burst audited) in one round trip, or none.
+        unknown = [key for key in (decision_key, read_key) if _known_until.get(key, 0) <= now]
+        found = cache.get_many(unknown) if unknown else {}
+        for key, until in found.items():
+            _remember(key, until, now)
+        is_trusted = _holds(found.get(decision_key), now) or _known_until.get(decision_key, 0) > now
+        is_audited = _holds(found.get(read_key), now) or _known_until.get(read_key, 0) > now
     if study is None or not (is_trusted or access.can(user, action, study)):
         record_event(
             actor=user,
@@ -83,15 +173,22 @@ def study_for(
             target=study,
             patient_id=study.patient_id if study else None,
             region=study.organization.region if study else "",
-            detail={"requested_study": study_id or study_uid, "requested_action": action},
+            detail={"requested_study": requested, "requested_action": action},
         )
         raise Http404("No such study")
     if audit_once_per:
         if not is_trusted:
-            cache.set(decision_key, 1, timeout=BURST_DECISION_SECONDS)
-        key = f"imaging:read:{user.pk}:{study.pk}:{audit_once_per}"
-        if not cache.add(key, 1, timeout=READ_BURST_SECONDS):
+            until = now + BURST_DECISION_SECONDS
+            cache.set(decision_key, until, timeout=BURST_DECISION_SECONDS)
+            _remember(decision_key, until, now)
+        if is_audited:
             return study
+        until = now + READ_BURST_SECONDS
+        if read_key in found:  # kept by the cache past its time (the clock moved): replace it
+            cache.set(read_key, until, timeout=READ_BURST_SECONDS)
+        elif not cache.add(read_key, until, timeout=READ_BURST_SECONDS):
+            return study  # another request (or process) records this burst
+        _remember(read_key, until, now)
     record_event(
         actor=user,
         action=audit_action,
@@ -101,6 +198,25 @@ def study_for(
         detail=detail or {},
     )
     return study
+
+
+def _holds(value: object, now: float) -> bool:
+    """Whether a fact read from the cache still holds: its value is the time it ends (1 in
+    entries written before times were stored)."""
+    return value > now if isinstance(value, float) else bool(value)
+
+
+def _remember(key: str, until: object, now: float) -> None:
+    """Note that the cache holds `key` until `until` (its value: the moment it expires)."""
+    if not isinstance(until, float) or until <= now:
+        return  # not a time (a value from before times were stored), or already over
+    if len(_known_until) >= _KNOWN_MAX:
+        for old, when in list(_known_until.items()):  # a copy: other threads write too
+            if when <= now:
+                _known_until.pop(old, None)
+        if len(_known_until) >= _KNOWN_MAX:
+            _known_until.clear()
+    _known_until[key] = until
 
 
 def series_of(study: Study) -> QuerySet[Series]:

@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from imaging.dicom.render import NotRenderable
 from imaging.dicomweb.auth import DicomwebError
 from imaging.dicomweb.multipart import parse_accept
-from imaging.dicomweb.wado import requested_instance, requested_study
+from imaging.dicomweb.wado import requested_instance
 from imaging.services.renditions import rendered_frame
 
 
@@ -65,8 +65,7 @@ def _rendered(
 ) -> HttpResponse:
     media_type = _rendered_media_type(request)
     options = _rendering_options(request)
-    study = requested_study(request, study_uid, "rendered", instance=sop_uid, frame=frame)
-    instance = requested_instance(study, series_uid, sop_uid)
+    instance = requested_instance(request, study_uid, series_uid, sop_uid, "rendered", frame=frame)
     if not frame.isdigit():
         raise DicomwebError(400, _("Rendered frames are asked one at a time: frames/1/rendered."))
     try:
