@@ -57,21 +57,8 @@ def keep_new_file(*, storage: FileSystemStorage, name: str, content: bytes | IO[
     """
     directory, _, base = name.rpartition("/")
     folder = os.path.join(storage.location, directory)
-    temporary = os.path.join(folder, f".{base}.{os.urandom(6).hex()}.part")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    temporary = _written_temporary(storage, folder, base, content)
     try:
-        fd = os.open(temporary, flags, 0o666)
-    except FileNotFoundError:  # the first file of the day: make its directory
-        _make_directory(storage, folder)
-        fd = os.open(temporary, flags, 0o666)
-    try:
-        try:
-            _write_all(fd, content)
-            if storage.file_permissions_mode is not None:
-                os.fchmod(fd, storage.file_permissions_mode)
-            _take_group_of_location(fd, storage.location)
-        finally:
-            os.close(fd)
         kept = base
         while True:
             try:
@@ -88,6 +75,47 @@ def keep_new_file(*, storage: FileSystemStorage, name: str, content: bytes | IO[
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
     return f"{directory}/{kept}" if directory else kept
+
+
+def replace_file(*, storage: FileSystemStorage, name: str, content: bytes) -> None:
+    """Write `content` as file `name` under the storage's location, replacing any file of that
+    name at once and whole (a reader sees the old file or the new one, never part of one).
+    For files anyone may remake, such as cached renditions."""
+    directory, _, base = name.rpartition("/")
+    folder = os.path.join(storage.location, directory)
+    temporary = _written_temporary(storage, folder, base, content)
+    try:
+        os.replace(temporary, os.path.join(folder, base))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _written_temporary(
+    storage: FileSystemStorage, folder: str, base: str, content: bytes | IO[bytes]
+) -> str:
+    """A new temporary file in `folder` holding `content`, with the storage's mode and group."""
+    temporary = os.path.join(folder, f".{base}.{os.urandom(6).hex()}.part")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(temporary, flags, 0o666)
+    except FileNotFoundError:  # the first file of its folder: make the folder
+        _make_directory(storage, folder)
+        fd = os.open(temporary, flags, 0o666)
+    try:
+        try:
+            _write_all(fd, content)
+            if storage.file_permissions_mode is not None:
+                os.fchmod(fd, storage.file_permissions_mode)
+            _take_group_of_location(fd, storage.location)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return temporary
 
 
 def _make_directory(storage: FileSystemStorage, folder: str) -> None:

@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from imaging.dicom.render import NotRenderable, number_of_frames, render_frame
 from imaging.dicom.video import dataset_video
 from imaging.models import Instance, Series
-from imaging.services.files import load_dataset
+from imaging.services.files import is_plain_filesystem, load_dataset, replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +155,9 @@ def rendered_frame(
         viewport = (min(max(int(viewport[0]), 16), 4096), min(max(int(viewport[1]), 16), 4096))
     quality = min(max(int(quality or DEFAULT_QUALITY), 1), 95)
     key = _frame_key(instance, frame, window, viewport, media_type, quality, progressive)
-    if default_storage.exists(key):
-        with default_storage.open(key, "rb") as stream:
-            return stream.read()
+    cached = _cached(key)
+    if cached is not None:
+        return cached
     content = render_frame(
         load_dataset(instance),
         frame - 1,
@@ -167,6 +167,24 @@ def rendered_frame(
         quality=quality,
         progressive=progressive,
     )
-    if not default_storage.exists(key):  # another request may have made it meanwhile
+    if is_plain_filesystem(default_storage):
+        # Whole or not at all: a request reading it meanwhile finds no file or all of it.
+        replace_file(storage=default_storage, name=key, content=content)
+    elif not default_storage.exists(key):  # another request may have made it meanwhile
         default_storage.save(key, ContentFile(content))
     return content
+
+
+def _cached(key: str) -> bytes | None:
+    """The frame rendered earlier under `key`, or None. On the local filesystem a viewer's
+    burst of frames pays one open for each, not the storage API's existence check first."""
+    if is_plain_filesystem(default_storage):
+        try:
+            with open(default_storage.path(key), "rb") as stream:
+                return stream.read()
+        except FileNotFoundError:
+            return None
+    if not default_storage.exists(key):
+        return None
+    with default_storage.open(key, "rb") as stream:
+        return stream.read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import av
@@ -117,6 +118,25 @@ def test_rendered_frame_is_cached_and_differs_per_window(
     (version,), _ = default_storage.listdir(folder)
     _, cached = default_storage.listdir(f"{folder}/{version}")
     assert len(cached) == 2
+
+
+def test_a_frame_rendered_once_is_read_from_its_cached_file_after(
+    clinic: Organization, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    settings.FILE_UPLOAD_PERMISSIONS = 0o640
+    _receive_all(ct_series(1, size=64), clinic, django_capture_on_commit_callbacks)
+    instance = Instance.objects.get()
+    rendered_frame(instance=instance, window=(40, 80))
+    folder = f"imaging/renditions/frames/{instance.sop_instance_uid}"
+    (version,), _ = default_storage.listdir(folder)
+    (name,) = default_storage.listdir(f"{folder}/{version}")[1]
+    path = default_storage.path(f"{folder}/{version}/{name}")
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    with open(path, "wb") as stream:  # what the cache holds is what is served
+        stream.write(b"cached picture")
+
+    assert rendered_frame(instance=instance, window=(40, 80)) == b"cached picture"
+    assert rendered_frame(instance=instance, window=(40, 81)) != b"cached picture"
 
 
 def test_rendered_frame_numbers_start_at_one(
