@@ -101,6 +101,20 @@ class Part:
     content_type: str
     chunks: Callable[[], Iterable[bytes]]
     headers: dict[str, str] = field(default_factory=dict)
+    # The number of bytes `chunks` yields, when known before reading them (a stored file).
+    size: int | None = None
+
+
+def multipart_length(parts: list[Part], boundary: str) -> int | None:
+    """The length of `stream_parts(parts, boundary)` when every part's size is known (then
+    the answer can carry a Content-Length: a client shows progress, and reads it without
+    chunked decoding); else None."""
+    total = len(closing_delimiter(boundary))
+    for part in parts:
+        if not part.size:  # unknown, or empty: stream_parts would leave it out
+            return None
+        total += len(part_header(boundary, part.content_type, part.headers)) + part.size + 2
+    return total
 
 
 def stream_parts(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:

@@ -27,6 +27,7 @@ from imaging.dicomweb.multipart import (
     Part,
     closing_delimiter,
     file_chunks,
+    multipart_length,
     new_boundary,
     parse_accept,
     part_header,
@@ -173,6 +174,7 @@ def _instance_part(instance: Instance, syntaxes: list[str]) -> Part:
         return Part(
             f"application/dicom; transfer-syntax={instance.transfer_syntax_uid}",
             lambda: file_chunks(lambda: instance.received_file.file.open("rb")),
+            size=instance.received_file.size,  # kept exactly as received
         )
 
     def converted() -> Iterable[bytes]:
@@ -202,11 +204,15 @@ def _retrieve(request: HttpRequest, instances: list[Instance]) -> HttpResponse:
     else:
         parts = [_instance_part(instance, syntaxes) for instance in instances]
     boundary = new_boundary()
-    return _streaming(
+    response = _streaming(
         request,
         stream_parts(parts, boundary),
         f'multipart/related; type="application/dicom"; boundary={boundary}',
     )
+    length = multipart_length(parts, boundary)
+    if length is not None:
+        response["Content-Length"] = str(length)
+    return response
 
 
 def retrieve_study(request: HttpRequest, study_uid: str) -> HttpResponse:

@@ -210,6 +210,8 @@ def test_a_whole_series_streams_intact(series: list[pydicom.Dataset], token: str
     head = f"Content-Type: {content_type}\r\n\r\n".encode()
     parts = BytesParser(policy=HTTP).parsebytes(head + body).iter_parts()
     assert [part.get_payload(decode=True) for part in parts] == [dicom_bytes(ds) for ds in series]
+    # Its length is known before the first byte: a client can show progress.
+    assert dict(headers)[b"Content-Length"] == str(len(body)).encode()
 
 
 def test_head_of_a_rendered_frame_has_the_headers_of_its_get(
