@@ -1,6 +1,7 @@
 """PACS benchmark: Telemed's DICOM server and DICOMweb side by side with Orthanc, in one run.
 
-    .venv/bin/python bench/imaging_pacs.py [--ct-slices 300] [--small 2000] [--big-gb 0]
+    .venv/bin/python bench/imaging_pacs.py [--ct-slices 300] [--small 2000] [--rounds 3]
+    .venv/bin/python bench/imaging_pacs.py --big-gb 2
     .venv/bin/python bench/imaging_pacs.py --wado-only [--rounds 3]
 
 Both servers get the same generated data (a 512x512 16-bit CT series, and many small
@@ -10,13 +11,17 @@ worker, beat, DICOM server, embedded Redis, SQLite) in a scratch directory; Orth
 Debian's package with its default SQLite index and the DICOMweb plugin, also in a scratch
 directory. Needs the Debian packages dcmtk, orthanc and orthanc-dicomweb.
 
-Measured:
+Both servers run at once and are measured in turns, round after round (Telemed first in odd
+rounds, Orthanc first in even ones), so that both see the same state of a shared machine, whose
+speed drifts by a factor of two within minutes; figures are medians over the rounds, and the
+Telemed/Orthanc ratio of each round is printed too. Measured:
 - C-STORE ingest: from the first byte sent until every instance is queryable (QIDO-RS says
-  so), instances/s and MB/s;
+  so), instances/s and MB/s; each round sends newly generated instances (new UIDs);
 - WADO-RS: a whole series (multipart), the series metadata, and rendered JPEG frames
-  (p50/p95 over every slice);
-- with --big-gb N: the peak memory (RSS, all processes of each server) while ingesting an
-  N GB study;
+  (p50/p95 over every slice) of the first round's CT series; the first round's frames are
+  first requests, later rounds ask the same frames again;
+- with --big-gb N (one server after the other, no other measure): the peak memory (RSS, all
+  processes of each server) while ingesting an N GB study;
 - with --wado-only: the CT series only, both servers up at once and the WADO-RS measures
   taken in turns for --rounds rounds (the first round's frames are first requests, later
   rounds ask the same frames again).
@@ -419,24 +424,73 @@ def running(start: object, scratch: Path) -> Iterator[Server]:
         server.stop()
 
 
-def bench_server(start: object, scratch: Path, datasets: dict[str, dict], big: dict | None) -> dict:
+def bench_big(start: object, scratch: Path, big: dict) -> dict:
+    """Peak memory of one server's processes while it ingests the big study."""
     results: dict[str, float] = {}
     with running(start, scratch) as server:
-        for label, data in datasets.items():
-            seconds = store_until_queryable(server, data)
-            results[f"{label}_inst_s"] = data["count"] / seconds
-            results[f"{label}_mb_s"] = data["bytes"] / 2**20 / seconds
-        results.update(wado_measures(server, datasets["ct"]))
-        if big:
-            assert server.process is not None
-            with PeakMemory(server.process.pid) as memory:
-                store_until_queryable(server, big, timeout=3600)
-            results["big_start_rss_mb"] = memory.start_kb / 1024
-            results["big_peak_rss_mb"] = memory.peak_kb / 1024
-            results["big_growth_rss_mb"] = (memory.peak_kb - memory.start_kb) / 1024
+        assert server.process is not None
+        with PeakMemory(server.process.pid) as memory:
+            store_until_queryable(server, big, timeout=3600)
+        results["big_start_rss_mb"] = memory.start_kb / 1024
+        results["big_peak_rss_mb"] = memory.peak_kb / 1024
+        results["big_growth_rss_mb"] = (memory.peak_kb - memory.start_kb) / 1024
     return results
 
 
+def bench_interleaved(
+    scratch: Path, make_datasets: object, rounds: int
+) -> tuple[dict[str, dict], dict[str, list[float]], dict]:
+    """Both servers up; each round sends new data sets to one server then the other (the
+    order alternating), then the WADO-RS measures are taken in turns on the first round's CT
+    series. Returns the medians per server, the Telemed/Orthanc ratio of every round per
+    measure, and the first round's data sets (for the report)."""
+    names = ("telemed", "orthanc")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for name in names:
+        (scratch / name).mkdir()
+    first: dict = {}
+    with (
+        running(start_telemed, scratch / "telemed") as telemed,
+        running(start_orthanc, scratch / "orthanc") as orthanc,
+    ):
+        servers = {"telemed": telemed, "orthanc": orthanc}
+        for number in range(rounds):
+            datasets = make_datasets(scratch / f"data-{number}")  # type: ignore[operator]
+            first = first or datasets
+            order = names if number % 2 == 0 else names[::-1]
+            measures: dict[str, dict] = {name: {} for name in names}
+            for label, data in datasets.items():
+                for name in order:
+                    seconds = store_until_queryable(servers[name], data)
+                    measures[name][f"{label}_inst_s"] = data["count"] / seconds
+                    measures[name][f"{label}_mb_s"] = data["bytes"] / 2**20 / seconds
+            for name in order:
+                measures[name].update(wado_measures(servers[name], first["ct"]))
+                runs[name].append(measures[name])
+            print(f"round {number + 1}: {json.dumps(measures)}", flush=True)
+            for data in datasets.values():  # stored by both: the files are not needed again
+                shutil.rmtree(data["dir"], ignore_errors=True)
+    results: dict[str, dict] = {name: {} for name in names}
+    ratios: dict[str, list[float]] = {}
+    for key in runs["telemed"][0]:
+        for name in names:
+            results[name][key] = statistics.median(run[key] for run in runs[name])
+        ratios[key] = [
+            t[key] / o[key] for t, o in zip(runs["telemed"], runs["orthanc"], strict=True)
+        ]
+    # Rendered frames: the first round renders them, later rounds read what was kept.
+    for name in names:
+        results[name]["frame_p50_ms"] = runs[name][0]["frame_p50_ms"]
+        results[name]["frame_p95_ms"] = runs[name][0]["frame_p95_ms"]
+        if rounds > 1:
+            for key in ("frame_p50_ms", "frame_p95_ms"):
+                results[name][f"again_{key}"] = statistics.median(r[key] for r in runs[name][1:])
+    for key in ("frame_p50_ms", "frame_p95_ms"):
+        ratios[f"again_{key}"], ratios[key] = ratios[key][1:], ratios[key][:1]
+    return results, ratios, first
+
+
+DESCRIPTIONS = {"ct": "CT slices 512x512 16-bit", "small": "small 128x128 instances"}
 ROWS = [
     ("ct_inst_s", "C-STORE ingest, CT 512x512 (instances/s, until queryable)", True),
     ("ct_mb_s", "C-STORE ingest, CT (MB/s)", True),
@@ -447,7 +501,6 @@ ROWS = [
     ("metadata_s", "WADO-RS series metadata (s)", False),
     ("frame_p50_ms", "WADO-RS rendered JPEG frame p50 (ms)", False),
     ("frame_p95_ms", "WADO-RS rendered JPEG frame p95 (ms)", False),
-    ("again_series_s", "WADO-RS whole CT series, later rounds (s)", False),
     ("again_frame_p50_ms", "WADO-RS rendered JPEG frame asked again p50 (ms)", False),
     ("again_frame_p95_ms", "WADO-RS rendered JPEG frame asked again p95 (ms)", False),
     ("big_start_rss_mb", "Memory of all processes before the big study (MB)", False),
@@ -456,62 +509,41 @@ ROWS = [
 ]
 
 
-def report(args: argparse.Namespace, telemed: dict, orthanc: dict, datasets: dict) -> str:
+def report(
+    args: argparse.Namespace,
+    telemed: dict,
+    orthanc: dict,
+    datasets: dict,
+    ratios: dict[str, list[float]] | None = None,
+) -> str:
     lines = [
         f"### PACS: Telemed vs Orthanc — {time.strftime('%Y-%m-%d')}, {platform.node()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}",
         "",
-        f"Data: CT series of {datasets['ct']['count']} slices 512x512 16-bit "
-        f"({datasets['ct']['bytes'] / 2**20:.0f} MB); {datasets['small']['count']} small "
-        f"128x128 instances ({datasets['small']['bytes'] / 2**20:.0f} MB)"
-        + (f"; big study {args.big_gb} GB" if args.big_gb else "")
-        + ". dcmtk storescu with TCP_NODELAY=1.",
+        "Data: "
+        + "; ".join(
+            [
+                f"{data['count']} {DESCRIPTIONS[label]} ({data['bytes'] / 2**20:.0f} MB) per round"
+                for label, data in datasets.items()
+            ]
+            + ([f"a big study of {args.big_gb} GB"] if args.big_gb else [])
+        )
+        + f". {args.rounds} rounds in turns. dcmtk storescu with TCP_NODELAY=1.",
         "",
-        "| measure | Telemed | Orthanc | Telemed / Orthanc (better when) |",
-        "|---|---:|---:|---|",
+        "| measure | Telemed | Orthanc | Telemed / Orthanc (better when) | each round |",
+        "|---|---:|---:|---|---|",
     ]
     for key, label, higher_is_better in ROWS:
         if key not in telemed or key not in orthanc:
             continue
         ratio = telemed[key] / orthanc[key] if orthanc[key] else float("nan")
         better = "> 1" if higher_is_better else "< 1"
+        rounds = " / ".join(f"{value:.2f}" for value in (ratios or {}).get(key, []))
         lines.append(
-            f"| {label} | {telemed[key]:.2f} | {orthanc[key]:.2f} | {ratio:.2f} ({better}) |"
+            f"| {label} | {telemed[key]:.2f} | {orthanc[key]:.2f} | {ratio:.2f} ({better}) "
+            f"| {rounds} |"
         )
     return "\n".join(lines)
-
-
-def bench_wado_interleaved(scratch: Path, data: dict, rounds: int) -> dict[str, dict]:
-    """Both servers at once, the CT series stored in each, then the WADO-RS measures taken in
-    turns (Telemed, Orthanc, Telemed...), so that both see the same load of a shared machine.
-    The first round's frames are first requests (rendered then); later rounds ask again."""
-    results: dict[str, dict] = {"telemed": {}, "orthanc": {}}
-    (scratch / "telemed").mkdir()
-    (scratch / "orthanc").mkdir()
-    with (
-        running(start_telemed, scratch / "telemed") as telemed,
-        running(start_orthanc, scratch / "orthanc") as orthanc,
-    ):
-        servers = {"telemed": telemed, "orthanc": orthanc}
-        for name, server in servers.items():
-            seconds = store_until_queryable(server, data)
-            results[name]["ct_inst_s"] = data["count"] / seconds
-            results[name]["ct_mb_s"] = data["bytes"] / 2**20 / seconds
-        again: dict[str, list[dict]] = {"telemed": [], "orthanc": []}
-        for round_number in range(rounds):
-            for name, server in servers.items():
-                measures = wado_measures(server, data)
-                print(f"round {round_number + 1} {name}: {json.dumps(measures)}", flush=True)
-                if round_number == 0:
-                    results[name].update(measures)
-                else:
-                    again[name].append(measures)
-        for name, runs in again.items():
-            if runs:
-                for key in ("frame_p50_ms", "frame_p95_ms"):
-                    results[name][f"again_{key}"] = statistics.median(run[key] for run in runs)
-                results[name]["again_series_s"] = statistics.median(run["series_s"] for run in runs)
-    return results
 
 
 def main() -> None:
@@ -519,13 +551,12 @@ def main() -> None:
     parser.add_argument("--ct-slices", type=int, default=300)
     parser.add_argument("--small", type=int, default=2000)
     parser.add_argument("--big-gb", type=float, default=0.0)
-    parser.add_argument("--only", choices=["telemed", "orthanc"], default=None)
     parser.add_argument(
         "--wado-only",
         action="store_true",
         help="only the CT series and the WADO-RS measures, both servers running, taken in turns",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="WADO-RS rounds with --wado-only")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of measures in turns")
     args = parser.parse_args()
     for program in ("storescu", "echoscu"):
         if not shutil.which(program):
@@ -538,36 +569,32 @@ def main() -> None:
         # The demo clinic's patient, so that Telemed's demo clinician may read the studies.
         patient_id = "11503198500123"
         print("generating data...", flush=True)
-        if args.wado_only:
-            ct = write_series(
-                scratch / "data/ct", count=args.ct_slices, size=512, patient_id=patient_id
-            )
-            results = bench_wado_interleaved(scratch, ct, max(args.rounds, 1))
-            datasets = {"ct": ct, "small": {"count": 0, "bytes": 0}}
-            print(report(args, results["telemed"], results["orthanc"], datasets))
-            return
-        datasets = {
-            "ct": write_series(
-                scratch / "data/ct", count=args.ct_slices, size=512, patient_id=patient_id
-            ),
-            "small": write_series(
-                scratch / "data/small", count=args.small, size=128, patient_id=patient_id
-            ),
-        }
-        big = None
         if args.big_gb:
             count = int(args.big_gb * 2**30 / (512 * 512 * 2))
             big = write_series(scratch / "data/big", count=count, size=512, patient_id=patient_id)
-        results = {}
-        for name, start in (("telemed", start_telemed), ("orthanc", start_orthanc)):
-            if args.only and args.only != name:
-                continue
-            print(f"benchmarking {name}...", flush=True)
-            (scratch / name).mkdir()
-            results[name] = bench_server(start, scratch / name, datasets, big)
-            print(json.dumps(results[name], indent=1), flush=True)
-        if len(results) == 2:
-            print(report(args, results["telemed"], results["orthanc"], datasets))
+            results = {}
+            for name, start in (("telemed", start_telemed), ("orthanc", start_orthanc)):
+                print(f"benchmarking {name}...", flush=True)
+                (scratch / name).mkdir()
+                results[name] = bench_big(start, scratch / name, big)
+                print(json.dumps(results[name], indent=1), flush=True)
+            print(report(args, results["telemed"], results["orthanc"], {}))
+            return
+
+        def make_datasets(directory: Path) -> dict[str, dict]:
+            datasets = {
+                "ct": write_series(
+                    directory / "ct", count=args.ct_slices, size=512, patient_id=patient_id
+                )
+            }
+            if not args.wado_only:
+                datasets["small"] = write_series(
+                    directory / "small", count=args.small, size=128, patient_id=patient_id
+                )
+            return datasets
+
+        results, ratios, datasets = bench_interleaved(scratch, make_datasets, max(args.rounds, 1))
+        print(report(args, results["telemed"], results["orthanc"], datasets, ratios))
 
 
 if __name__ == "__main__":
