@@ -45,6 +45,7 @@ from imaging_pacs import (  # noqa: E402  (a sibling script, not a package)
     PYTHON,
     ROOT,
     Server,
+    demo_api_token,
     echo,
     free_port,
     instance_uids,
@@ -115,19 +116,7 @@ def platform(scratch: Path, servers: list[str]) -> Iterator[tuple[Server, dict[s
         )
         started.append(main)
         wait_http(f"http://127.0.0.1:{http_port}/healthz", timeout=180)
-        token = (
-            subprocess.run(
-                [PYTHON, "manage.py", "api_token", "clinician@demo.kg"],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {demo_api_token(env)}"}
         main.base, main.headers = f"http://127.0.0.1:{http_port}/dicomweb", headers
         web: dict[str, Server] = {}
         for name in servers:

@@ -238,6 +238,20 @@ def start_orthanc(scratch: Path) -> Server:
     return server
 
 
+def demo_api_token(env: dict[str, str]) -> str:
+    """An API token of the demo clinician, who reads what the demo CT sends (load_demo
+    registers DEMO_CT for the demo clinic)."""
+    printed = subprocess.run(
+        [PYTHON, "manage.py", "api_token", "clinician@demo.kg"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return printed.strip().splitlines()[-1]
+
+
 def start_telemed(scratch: Path) -> Server:
     http_port, dicom_port, hl7_port = free_port(), free_port(), free_port()
     env = {
@@ -260,19 +274,7 @@ def start_telemed(scratch: Path) -> Server:
     )
     base = f"http://127.0.0.1:{http_port}"
     wait_http(f"{base}/healthz", timeout=180)
-    token = (
-        subprocess.run(
-            # The demo clinician reads what the demo CT sends (load_demo registers DEMO_CT).
-            [PYTHON, "manage.py", "api_token", "clinician@demo.kg"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    token = demo_api_token(env)
     server = Server(
         "Telemed",
         "TELEMED",
