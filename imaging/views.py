@@ -334,7 +334,11 @@ def frame(request: HttpRequest, instance_id: int, frame_number: int) -> HttpResp
     _audit_series_opened(request, series)
     try:
         content = rendered_frame(
-            instance=instance, frame=frame_number, window=window, viewport=(size, size)
+            instance=instance,
+            frame=frame_number,
+            window=window,
+            viewport=(size, size),
+            keep_later=True,  # scrolling does not wait for the cache
         )
     except NotRenderable as error:
         return HttpResponse(str(error), status=404, content_type="text/plain; charset=utf-8")

@@ -77,6 +77,7 @@ def _rendered(
             frame=int(frame),
             media_type=media_type,
             progressive=False,
+            keep_later=True,  # a viewer's burst of first requests does not wait for the cache
             **options,
         )
     except NotRenderable as error:

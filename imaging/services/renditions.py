@@ -6,13 +6,15 @@ Only Django's storage API is used (never filesystem paths), so S3 works the same
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import Storage, default_storage, storages
 
 from imaging.dicom.render import NotRenderable, number_of_frames, render_frame
 from imaging.dicom.video import dataset_video
@@ -141,10 +143,15 @@ def rendered_frame(
     media_type: str = "image/jpeg",
     quality: int | None = None,
     progressive: bool = True,
+    keep_later: bool = False,
 ) -> bytes:
     """One frame (1-based, as in WADO-RS) of `instance` as JPEG or PNG, shrunk to fit
     `viewport` (width, height); a JPEG is progressive unless asked otherwise. Cached in the
-    default storage; raises `NotRenderable`."""
+    default storage; raises `NotRenderable`.
+
+    With `keep_later` the new frame is written to the cache by a background thread after it is
+    returned: a viewer waiting for it does not wait for the file (new directories, a write and
+    a rename: about a quarter of a first request's time in the web process)."""
     if not 1 <= frame <= instance.number_of_frames:
         raise NotRenderable(
             f"frame {frame} does not exist: the instance has {instance.number_of_frames}"
@@ -167,12 +174,32 @@ def rendered_frame(
         quality=quality,
         progressive=progressive,
     )
-    if is_plain_filesystem(default_storage):
-        # Whole or not at all: a request reading it meanwhile finds no file or all of it.
-        replace_file(storage=default_storage, name=key, content=content)
-    elif not default_storage.exists(key):  # another request may have made it meanwhile
-        default_storage.save(key, ContentFile(content))
+    if keep_later:
+        _cache_writer().submit(_keep_or_log, storages["default"], key, content)
+    else:
+        _keep(storages["default"], key, content)
     return content
+
+
+def _keep(storage: Storage, key: str, content: bytes) -> None:
+    if is_plain_filesystem(storage):
+        # Whole or not at all: a request reading it meanwhile finds no file or all of it.
+        replace_file(storage=storage, name=key, content=content)  # type: ignore[arg-type]
+    elif not storage.exists(key):  # another request may have made it meanwhile
+        storage.save(key, ContentFile(content))
+
+
+@functools.cache
+def _cache_writer() -> ThreadPoolExecutor:
+    """One thread per process writes frames kept for later, in the order they were made."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-cache")
+
+
+def _keep_or_log(storage: Storage, key: str, content: bytes) -> None:
+    try:
+        _keep(storage, key, content)
+    except Exception:  # a full disk, say: the frame was served; the next request renders it
+        logger.exception("rendered frame %s could not be cached", key)
 
 
 def _cached(key: str) -> bytes | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from typing import Any
 
 import av
@@ -137,6 +138,32 @@ def test_a_frame_rendered_once_is_read_from_its_cached_file_after(
 
     assert rendered_frame(instance=instance, window=(40, 80)) == b"cached picture"
     assert rendered_frame(instance=instance, window=(40, 81)) != b"cached picture"
+
+
+def test_a_frame_kept_for_later_is_served_at_once_and_cached_soon_after(
+    clinic: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    _receive_all(ct_series(1, size=64), clinic, django_capture_on_commit_callbacks)
+    instance = Instance.objects.get()
+    made_now = rendered_frame(instance=instance, window=(40, 80), viewport=(32, 32))
+    folder = f"imaging/renditions/frames/{instance.sop_instance_uid}"
+    (version,), _ = default_storage.listdir(folder)
+    for name in default_storage.listdir(f"{folder}/{version}")[1]:
+        default_storage.delete(f"{folder}/{version}/{name}")
+
+    later = rendered_frame(instance=instance, window=(40, 80), viewport=(32, 32), keep_later=True)
+
+    assert later == made_now
+
+    def kept() -> list[str]:
+        return [n for n in default_storage.listdir(f"{folder}/{version}")[1] if n[0] != "."]
+
+    deadline = time.monotonic() + 10
+    while not kept() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (name,) = kept()
+    with default_storage.open(f"{folder}/{version}/{name}", "rb") as stream:
+        assert stream.read() == made_now
 
 
 def test_rendered_frame_numbers_start_at_one(
