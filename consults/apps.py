@@ -9,7 +9,5 @@ class ConsultsConfig(AppConfig):
     verbose_name = _("Consultations")
 
     def ready(self) -> None:
-        from consults import (  # noqa: F401
-            policies,  # noqa: F401  (registers the access policies)
-            recording_tasks,  # Celery's autodiscovery imports only tasks.py
-        )
+        # The access policies register themselves; Celery's autodiscovery imports only tasks.py.
+        from consults import policies, recording_tasks  # noqa: F401

@@ -18,7 +18,6 @@ from django.utils import translation
 from accounts.request_context import request_context
 from consults.models import SessionPresence
 from consults.services.signaling import (
-    JOIN_SESSION_KEYS,
     MEDIA_GROUP,
     BadSignal,
     Member,
@@ -26,6 +25,7 @@ from consults.services.signaling import (
     SignalRefused,
     chat_history,
     handle_signal,
+    join_keys_of,
     leave_on_disconnect,
     member_for,
     parse_signal,
@@ -38,12 +38,10 @@ ADMITTED = SessionPresence.State.ADMITTED
 
 
 def _member_from_scope(scope: dict[str, Any], appointment_id: int) -> Member | None:
-    session = scope.get("session")
-    join_session = (
-        {key: session.get(key) for key in JOIN_SESSION_KEYS} if session is not None else {}
-    )
     return member_for(
-        appointment_id=appointment_id, user=scope.get("user"), join_session=join_session
+        appointment_id=appointment_id,
+        user=scope.get("user"),
+        join_session=join_keys_of(scope.get("session")),
     )
 
 

@@ -430,7 +430,8 @@ class Recording(models.Model):
     """A recording of a session's call, made only while everyone in the call consented.
 
     The media broker writes each participant's encoded media (consults/media/recorder.py);
-    a Celery task composes them into one MP4 (consults/recording_tasks.py)."""
+    a Celery task (consults/recording_tasks.py) composes them into one MP4
+    (consults/media/compose.py)."""
 
     class Status(models.TextChoices):
         RECORDING = "recording", _("recording")

@@ -3,21 +3,19 @@ each read checked and audited (consults/services/recording.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from consults.services.recording import recording_for, session_recordings_for
-from consults.services.signaling import JOIN_SESSION_KEYS, member_for
+from consults.services.signaling import Member, join_keys_of, member_for
 
 
-def _link_member(request: HttpRequest) -> Any:
+def _link_member(request: HttpRequest) -> Member | None:
     """The patient who opened a session's join link in this browser (the link still valid),
     or None: they have no account, and may watch that session's recordings."""
-    join_session = {key: request.session.get(key) for key in JOIN_SESSION_KEYS}
+    join_session = join_keys_of(request.session)
     appointment_id = join_session.get("join_appointment_id")
     if appointment_id is None:
         return None

@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 
 from consults.models import Appointment
-from consults.services.signaling import JOIN_SESSION_KEYS, MAX_CHAT_CHARS, member_for
+from consults.services.signaling import MAX_CHAT_CHARS, join_keys_of, member_for
 
 BISHKEK = ZoneInfo("Asia/Bishkek")
 
@@ -23,8 +23,11 @@ def session_page(request: HttpRequest, appointment_id: int) -> HttpResponse:
     """Video, controls, participants and chat; the script does the rest over the socket.
 
     Strangers get a 404, as for any appointment they cannot see."""
-    join_session = {key: request.session.get(key) for key in JOIN_SESSION_KEYS}
-    member = member_for(appointment_id=appointment_id, user=request.user, join_session=join_session)
+    member = member_for(
+        appointment_id=appointment_id,
+        user=request.user,
+        join_session=join_keys_of(request.session),
+    )
     if member is None:
         raise Http404("No such session")
     appointment = Appointment.objects.select_related("specialist").get(pk=appointment_id)

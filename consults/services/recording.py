@@ -8,8 +8,8 @@ Rules:
   without having given it) stops it at once, and everyone is told why; so does the call
   emptying;
 - the broker records (consults/media/recorder.py), a Celery task composes the MP4
-  (consults/recording_tasks.py); start and stop are audited, and so is every view or
-  download of the file (`recording_for`).
+  (consults/media/compose.py, run by consults/recording_tasks.py); start and stop are
+  audited, and so is every view or download of the file (`recording_for`).
 
 Signaling (consults/services/signaling.py) calls these functions inside its transaction and
 sends the events they return; this module knows nothing of sockets.
@@ -18,13 +18,15 @@ sends the events they return; this module knows nothing of sockets.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files import File
 from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -33,7 +35,11 @@ from django.utils.translation import gettext as _
 from accounts import access
 from accounts.models import AuditEvent, User
 from accounts.services.audit import record_event
+from consults.media.compose import CompositionError, compose_mp4
 from consults.models import Appointment, Recording, SessionPresence
+
+if TYPE_CHECKING:  # signaling imports this module
+    from consults.services.signaling import Member
 
 Action = AuditEvent.Action
 State = SessionPresence.State
@@ -192,13 +198,6 @@ def _audit(
 def finish_recording(*, recording_id: int) -> Recording:
     """Compose the MP4 from the broker's files, store it, mark the recording ready (or
     failed, saying why) and remove the raw files. Safe to run twice."""
-    from consults.recording_tasks import (
-        CompositionError,
-        compose_mp4,
-        remove_raw_files,
-        store_mp4,
-    )
-
     recording = Recording.objects.get(pk=recording_id)
     if recording.status == Status.READY:
         return recording
@@ -219,14 +218,19 @@ def finish_recording(*, recording_id: int) -> Recording:
             output = Path(work) / "recording.mp4"
             duration = compose_mp4(directory, names, output)
             recording.size = output.stat().st_size
-            store_mp4(recording, output)
+            with output.open("rb") as handle:
+                recording.file.save(
+                    f"recording-{recording.appointment_id}-{recording.pk}.mp4",
+                    File(handle),
+                    save=False,
+                )
     except (CompositionError, av.error.FFmpegError, ValueError) as problem:
         recording.status, recording.error = Status.FAILED, str(problem)[:2000]
         recording.save(update_fields=["status", "error"])
         return recording
     recording.status, recording.duration, recording.error = Status.READY, duration, ""
     recording.save(update_fields=["status", "duration", "size", "file", "error"])
-    remove_raw_files(directory)
+    shutil.rmtree(directory, ignore_errors=True)
     return recording
 
 
@@ -269,7 +273,7 @@ def appointments_visible_to(user: User) -> QuerySet[Appointment]:
 
 
 def session_recordings_for(
-    *, user: User | None, appointment_id: int, link_member: Any = None
+    *, user: User | None, appointment_id: int, link_member: Member | None = None
 ) -> tuple[Appointment, list[Recording]]:
     """A session and its recordings, for a user who may see it, or for the patient holding
     its valid join link (`link_member`); Http404 otherwise."""
@@ -297,7 +301,7 @@ def recording_for(
     user: User | None,
     recording_id: int,
     download: bool = False,
-    link_member: Any = None,
+    link_member: Member | None = None,
 ) -> Recording:
     """A ready recording this user may watch; the read is audited (refusals too).
 

@@ -64,6 +64,15 @@ BEFORE_ADMISSION = frozenset({"join", "leave", "quality", "ping"})
 # What consults/join_views.py leaves in a browser's session when a patient joins by link.
 JOIN_SESSION_KEYS = ("join_appointment_id", "join_participant_id", "join_link_id")
 
+
+def join_keys_of(session: Any) -> dict[str, Any]:
+    """The join keys a link left in a browser's session (a request's or a socket's scope's),
+    as `member_for` takes them; empty without a session."""
+    if session is None:
+        return {}
+    return {key: session.get(key) for key in JOIN_SESSION_KEYS}
+
+
 # The channel-layer group every media broker instance listens on.
 MEDIA_GROUP = "media.rooms"
 

@@ -22,28 +22,11 @@ def book_session(
 ) -> Appointment:
     """A live referral with an appointment starting in `starts_in` minutes; the specialist
     and the referring clinician invited by account, the patient by a link."""
-    specialty, _ = Specialty.objects.get_or_create(
-        code="cardiology",
-        defaults={"name_en": "Cardiology", "name_ru": "Кардиология", "name_ky": "Кардиология"},
-    )
-    specialist.memberships.get().specialties.add(specialty)
-    referral = workflow.create_referral(
-        clinician=clinician, patient=patient, specialty=specialty, urgency="routine",
-        question="Chest pain on exertion",
-    )  # fmt: skip
-    workflow.submit_referral(referral=referral, clinician=clinician)
-    workflow.triage_referral(
-        referral=referral, coordinator=coordinator, specialist=specialist, priority=2, mode="live"
-    )
     starts_at = timezone.now() + dt.timedelta(minutes=starts_in)
-    appointment = Appointment.objects.create(
-        referral=referral,
-        specialist=specialist,
-        kind=Appointment.Kind.DOCTOR_PATIENT,
-        starts_at=starts_at,
-        ends_at=starts_at + dt.timedelta(minutes=30),
-        booked_by=coordinator,
-    )
+    appointment = _live_appointment(
+        clinician=clinician, coordinator=coordinator, specialist=specialist, patient=patient,
+        starts_at=starts_at, question="Chest pain on exertion",
+    )  # fmt: skip
     for role, user in ((Participant.Role.SPECIALIST, specialist), ("clinician", clinician)):
         Participant.objects.create(
             appointment=appointment, user=user, role=role, name=str(user), starts_at=starts_at
@@ -53,7 +36,7 @@ def book_session(
         phone="+996700123456", starts_at=starts_at,
     )  # fmt: skip
     # As booking does: a booked referral is "scheduled".
-    Referral.objects.filter(pk=referral.pk).update(status=Referral.Status.SCHEDULED)
+    Referral.objects.filter(pk=appointment.referral_id).update(status=Referral.Status.SCHEDULED)
     return appointment
 
 
@@ -82,6 +65,30 @@ def book_visit(
 
     Rows are made directly: the booking service is being written elsewhere.
     """
+    appointment = _live_appointment(
+        clinician=clinician, coordinator=coordinator, specialist=specialist, patient=patient,
+        starts_at=starts_at, question=QUESTION,
+    )  # fmt: skip
+    return Participant.objects.create(
+        appointment=appointment,
+        role=Participant.Role.PATIENT,
+        name="Asel Mamytova",
+        phone="+996700123456",
+        starts_at=starts_at,
+    )
+
+
+def _live_appointment(
+    *,
+    clinician: User,
+    coordinator: User,
+    specialist: User,
+    patient: Patient,
+    starts_at: dt.datetime,
+    question: str,
+) -> Appointment:
+    """A live referral, submitted and triaged to `specialist`, with one 30-minute
+    doctor-patient appointment at `starts_at` (nobody invited yet)."""
     # A migration seeds the specialties, but a transactional test (the browser's) may run
     # after another one has flushed them.
     specialty, _ = Specialty.objects.get_or_create(
@@ -91,24 +98,17 @@ def book_visit(
     specialist.memberships.get().specialties.add(specialty)
     referral = workflow.create_referral(
         clinician=clinician, patient=patient, specialty=specialty, urgency="routine",
-        question=QUESTION,
+        question=question,
     )  # fmt: skip
     workflow.submit_referral(referral=referral, clinician=clinician)
     workflow.triage_referral(
         referral=referral, coordinator=coordinator, specialist=specialist, priority=2, mode="live"
     )
-    appointment = Appointment.objects.create(
+    return Appointment.objects.create(
         referral=referral,
         specialist=specialist,
         kind=Appointment.Kind.DOCTOR_PATIENT,
         starts_at=starts_at,
         ends_at=starts_at + dt.timedelta(minutes=30),
         booked_by=coordinator,
-    )
-    return Participant.objects.create(
-        appointment=appointment,
-        role=Participant.Role.PATIENT,
-        name="Asel Mamytova",
-        phone="+996700123456",
-        starts_at=starts_at,
     )

@@ -52,6 +52,20 @@ async def join(ws: WebsocketCommunicator) -> dict[str, Any]:
     return await next_of(ws, "joined")
 
 
+async def doctor_and_admitted_patient(
+    appointment: Appointment, doctor: User, browser: Client
+) -> tuple[WebsocketCommunicator, WebsocketCommunicator, str]:
+    """The doctor's socket and the patient's (`browser`, joined by link), both joined, the
+    patient admitted by the doctor; and the patient's participant key."""
+    doctor_ws = await socket(appointment, doctor)
+    await join(doctor_ws)
+    patient_ws = await socket(appointment, browser)
+    key = (await join(patient_ws))["participant_key"]
+    await doctor_ws.send_json_to({"type": "admit", "participant_key": key})
+    await own_state(patient_ws, "admitted")
+    return doctor_ws, patient_ws, key
+
+
 async def answer_to(ws: WebsocketCommunicator, message: Any) -> dict[str, Any]:
     if isinstance(message, str):
         await ws.send_to(text_data=message)

@@ -18,10 +18,11 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import AuditEvent, User
+from consults.media.compose import grid
 from consults.media.forwarding import Publication
 from consults.media.recorder import Recorder
 from consults.models import Appointment, Recording, SessionPresence
-from consults.recording_tasks import compose_recording, grid
+from consults.recording_tasks import compose_recording
 from consults.services.links import issue_join_link
 from consults.services.recording import finish_abandoned_recordings, recording_directory
 from tests.conftest import logged_in_client

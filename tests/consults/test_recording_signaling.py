@@ -14,7 +14,14 @@ from accounts.models import AuditEvent, User
 from consults.models import Appointment, Recording, SessionPresence
 from consults.services.recording import recording_directory
 from tests.consults.sessions import joined_by_link
-from tests.consults.signaling_sockets import answer_to, join, next_of, own_state, run, socket
+from tests.consults.signaling_sockets import (
+    answer_to,
+    doctor_and_admitted_patient,
+    join,
+    next_of,
+    run,
+    socket,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,18 +60,6 @@ async def next_record_signal(layer: Any, channel: str) -> dict[str, Any]:
             return message
 
 
-async def doctor_and_admitted_patient(
-    session: Appointment, specialist: User, browser: Any
-) -> tuple[WebsocketCommunicator, WebsocketCommunicator]:
-    doctor = await socket(session, specialist)
-    await join(doctor)
-    patient_ws = await socket(session, browser)
-    joined = await join(patient_ws)
-    await doctor.send_json_to({"type": "admit", "participant_key": joined["participant_key"]})
-    await own_state(patient_ws, "admitted")
-    return doctor, patient_ws
-
-
 def test_recording_starts_only_with_everyones_consent_and_only_by_a_doctor(
     session: Appointment, specialist: User, settings: Any, tmp_path: Any
 ) -> None:
@@ -74,7 +69,7 @@ def test_recording_starts_only_with_everyones_consent_and_only_by_a_doctor(
 
     async def scenario() -> dict[str, Any]:
         layer, broker = await broker_listens()
-        doctor, patient_ws = await doctor_and_admitted_patient(session, specialist, browser)
+        doctor, patient_ws, _ = await doctor_and_admitted_patient(session, specialist, browser)
         seen = {}
         seen["patient_may_not"] = await answer_to(patient_ws, {"type": "record", "action": "start"})
         await doctor.send_json_to({"type": "consent", "given": True})
@@ -131,7 +126,7 @@ def test_a_withdrawn_consent_stops_the_recording_at_once_and_everyone_is_told(
 
     async def scenario() -> dict[str, Any]:
         layer, broker = await broker_listens()
-        doctor, patient_ws = await doctor_and_admitted_patient(session, specialist, browser)
+        doctor, patient_ws, _ = await doctor_and_admitted_patient(session, specialist, browser)
         for ws in (doctor, patient_ws):
             await ws.send_json_to({"type": "consent", "given": True})
         await recording_state(doctor, everyone_consents=True)

@@ -21,6 +21,7 @@ from tests.consults.sessions import joined_by_link, link_patient
 from tests.consults.signaling_sockets import (
     answer_to,
     database_sync,
+    doctor_and_admitted_patient,
     join,
     next_of,
     own_state,
@@ -212,11 +213,7 @@ def test_admitted_patient_who_drops_comes_back_without_waiting(
     browser = joined_by_link(session)
 
     async def scenario() -> dict[str, Any]:
-        doctor, patient_ws = await socket(session, specialist), await socket(session, browser)
-        await join(doctor)
-        key = (await join(patient_ws))["participant_key"]
-        await doctor.send_json_to({"type": "admit", "participant_key": key})
-        await next_of(patient_ws, "chat.history")
+        doctor, patient_ws, _ = await doctor_and_admitted_patient(session, specialist, browser)
         await patient_ws.disconnect()  # the phone switched from Wi-Fi to mobile data
         await list_where(doctor, lambda people: people.get("Asel Mamytova") == "left")
         # Kept in a variable: a communicator nobody holds is collected and its consumer
@@ -401,11 +398,7 @@ def test_admitted_patient_may_not_admit_and_doctors_admit_only_the_waiting(
     browser = joined_by_link(session)
 
     async def scenario() -> dict[str, Any]:
-        doctor, patient_ws = await socket(session, specialist), await socket(session, browser)
-        await join(doctor)
-        key = (await join(patient_ws))["participant_key"]
-        await doctor.send_json_to({"type": "admit", "participant_key": key})
-        await next_of(patient_ws, "chat.history")
+        doctor, patient_ws, key = await doctor_and_admitted_patient(session, specialist, browser)
         by_patient = {"type": "decline", "participant_key": f"user:{specialist.pk}"}
         return {
             "patient_admits": await answer_to(patient_ws, by_patient),
