@@ -73,8 +73,8 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from accounts.models import AuditEvent
 from accounts.request_context import request_context
+from imaging.dicom.transcode import NotTranscodable, transcode
 from imaging.dimse_fast import StoreLane, StoreRequest
 from imaging.dimse_reactor import EventDrivenDUL, use_event_driven_reactors
 from imaging.models import DicomNode, Instance, ReceivedFile
@@ -87,7 +87,6 @@ from imaging.services.nodes import (
     find_responses,
     instances_to_retrieve,
     move_destination_for,
-    record_node_reads,
     record_refused_service,
 )
 
@@ -455,24 +454,12 @@ def _retrieve(
     """The instances to send, or the failure status to answer with. Audited."""
     if not state.node.may_query:
         return state.refuse(service)
-    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-    keys = {
-        keyword: "\\".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
-        for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-        if (value := identifier.get(keyword)) is not None
-    }
     try:
-        instances = instances_to_retrieve(node=state.node, level=level, identifier=keys)
+        return instances_to_retrieve(
+            node=state.node, identifier=identifier, service=service, detail=detail
+        )
     except RetrieveRefused as refusal:
         return _failure(IDENTIFIER_DOES_NOT_MATCH, str(refusal))
-    studies = {instance.series.study.pk: instance.series.study for instance in instances}
-    record_node_reads(
-        node=state.node,
-        studies=studies.values(),
-        action=AuditEvent.Action.EXPORT,
-        detail={"service": service, "level": level, "instances": len(instances), **detail},
-    )
-    return instances
 
 
 def _has_context(association: Association, sop_class: str, transfer_syntax: str) -> bool:
@@ -486,10 +473,6 @@ def _has_context(association: Association, sop_class: str, transfer_syntax: str)
 
 
 def _transcode(dataset: Dataset, transfer_syntax: UID) -> Dataset | None:
-    try:
-        from imaging.dicom.transcode import NotTranscodable, transcode
-    except ImportError:
-        return None
     sop_instance_uid = dataset.SOPInstanceUID
     try:
         result = transcode(dataset, transfer_syntax)

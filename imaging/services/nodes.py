@@ -133,30 +133,39 @@ def record_node_reads(
 
 
 def instances_to_retrieve(
-    *, node: DicomNode, level: str, identifier: Mapping[str, str]
+    *, node: DicomNode, identifier: Dataset, service: str, detail: Mapping[str, object]
 ) -> list[Instance]:
-    """The instances a C-MOVE / C-GET asks for, among those `node` may retrieve.
+    """The instances a C-MOVE / C-GET (`service`) asks for, among those `node` may retrieve.
+    The studies they belong to are audited as exported, with `detail`.
 
     Only the unique keys of the level and the levels above it count (hierarchical retrieve,
     PS3.4 C.4.2.2.1); the key of the level itself must be given, so that an empty identifier
     never means "everything"."""
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if level not in UNIQUE_KEYS:
         raise RetrieveRefused(f"unknown query/retrieve level {level!r}")
-    if not str(identifier.get(UNIQUE_KEYS[level], "")).strip():
+    filters = _filters(identifier)
+    if not filters.get(UNIQUE_KEYS[level], "").strip():
         raise RetrieveRefused(f"{UNIQUE_KEYS[level]} is required at the {level} level")
     keys = {
-        UNIQUE_KEYS[upper]: str(identifier.get(UNIQUE_KEYS[upper], ""))
+        UNIQUE_KEYS[upper]: filters.get(UNIQUE_KEYS[upper], "")
         for upper in LEVELS[: LEVELS.index(level) + 1]
     }
     # A UID list matches any of its UIDs; wildcards have no place in a retrieve.
     if any("*" in value or "?" in value for value in keys.values()):
         raise RetrieveRefused("wildcards are not allowed in a retrieve")
-    instances = Instance.objects.filter(series__study__in=studies_for_node(node))
-    return list(
-        match_instances(instances, keys)
+    instances = list(
+        match_instances(Instance.objects.filter(series__study__in=studies_for_node(node)), keys)
         .select_related("series__study__organization", "received_file")
         .order_by("series__study_id", "series__series_number", "series_id", "instance_number")
     )
+    record_node_reads(
+        node=node,
+        studies=_distinct_studies(instance.series.study for instance in instances),
+        action=AuditEvent.Action.EXPORT,
+        detail={"service": service, "level": level, "instances": len(instances), **detail},
+    )
+    return instances
 
 
 # --- C-FIND ----------------------------------------------------------------------------------

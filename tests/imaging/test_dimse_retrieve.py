@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from accounts.models import AuditEvent, Organization
 from imaging.dimse import DicomServer
-from imaging.models import ReceivedFile
+from imaging.models import ReceivedFile, Study
 from imaging.services.ingest import receive_file
 from tests.factories.imaging import ct_series, dicom_bytes, register_node
 from tests.imaging.dimse_fixtures import AE_TITLE, StoreSCP, dcmtk, dicom_server, read_dir
@@ -47,11 +47,20 @@ def destination(clinic: Organization, tmp_path: Path) -> Iterator[StoreSCP]:
         scp.stop()
 
 
-def _move(server: DicomServer, destination_ae: str, *keys: str) -> object:
-    arguments = ["-S", "-v", "-aet", "WORKSTATION", "-aec", AE_TITLE, "-aem", destination_ae]
-    for key in keys:
-        arguments += ["-k", key]
-    return dcmtk("movescu", *arguments, "127.0.0.1", server.port)
+def _keys(keys: tuple[str, ...]) -> list[str]:
+    return [argument for key in keys for argument in ("-k", key)]
+
+
+def _move(
+    server: DicomServer, destination_ae: str, *keys: str, calling_ae: str = "WORKSTATION"
+) -> object:
+    arguments = ["-S", "-v", "-aet", calling_ae, "-aec", AE_TITLE, "-aem", destination_ae]
+    return dcmtk("movescu", *arguments, *_keys(keys), "127.0.0.1", server.port)
+
+
+def _get(server: DicomServer, out: Path, model: str, *keys: str) -> object:
+    arguments = [model, "-aet", "WORKSTATION", "-aec", AE_TITLE, "-od", out]
+    return dcmtk("getscu", *arguments, *_keys(keys), "127.0.0.1", server.port)
 
 
 def test_movescu_sends_the_study_to_a_registered_destination(
@@ -92,6 +101,34 @@ def test_move_of_a_single_series_and_image(
     assert [ds.SOPInstanceUID for ds in read_dir(destination.directory)] == [
         study[1].SOPInstanceUID
     ]
+
+
+def test_move_of_a_list_of_study_uids_sends_every_study_named(
+    study: list[Dataset], clinic: Organization, destination: StoreSCP, dicom_server: DicomServer
+):
+    second = ct_series(2, patient_id="P-2")
+    _receive([dicom_bytes(ds) for ds in second], clinic)
+    _receive([dicom_bytes(ds) for ds in ct_series(1, patient_id="P-3")], clinic)
+
+    # A list of UIDs is allowed in a retrieve's unique key (PS3.4 C.4.2.2.1).
+    result = _move(
+        dicom_server,
+        "VIEWER_SCP",
+        "QueryRetrieveLevel=STUDY",
+        f"StudyInstanceUID={study[0].StudyInstanceUID}\\{second[0].StudyInstanceUID}",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {ds.SOPInstanceUID for ds in read_dir(destination.directory)} == {
+        ds.SOPInstanceUID for ds in study + second
+    }
+    events = AuditEvent.objects.filter(action=AuditEvent.Action.EXPORT)
+    assert sorted(event.object_id for event in events) == sorted(
+        str(uid_study.pk)
+        for uid_study in Study.objects.filter(
+            study_instance_uid__in=[study[0].StudyInstanceUID, second[0].StudyInstanceUID]
+        )
+    )
 
 
 def test_unknown_move_destination_is_refused(
@@ -164,21 +201,12 @@ def test_getscu_retrieves_the_study_over_the_same_association(
     out = tmp_path / "got"
     out.mkdir()
 
-    result = dcmtk(
-        "getscu",
-        "-S",
-        "-aet",
-        "WORKSTATION",
-        "-aec",
-        AE_TITLE,
-        "-od",
+    result = _get(
+        dicom_server,
         out,
-        "-k",
+        "-S",
         "QueryRetrieveLevel=STUDY",
-        "-k",
         f"StudyInstanceUID={study[0].StudyInstanceUID}",
-        "127.0.0.1",
-        dicom_server.port,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -195,22 +223,12 @@ def test_node_without_query_permission_cannot_retrieve(
     node.may_query = False
     node.save()
 
-    result = dcmtk(
-        "movescu",
-        "-S",
-        "-v",
-        "-aet",
-        "MODALITY",
-        "-aec",
-        AE_TITLE,
-        "-aem",
+    result = _move(
+        dicom_server,
         "VIEWER_SCP",
-        "-k",
         "QueryRetrieveLevel=STUDY",
-        "-k",
         f"StudyInstanceUID={study[0].StudyInstanceUID}",
-        "127.0.0.1",
-        dicom_server.port,
+        calling_ae="MODALITY",
     )
 
     assert "0x124" in result.stdout + result.stderr
@@ -228,21 +246,8 @@ def test_getscu_receives_a_compressed_instance_decompressed_when_it_asks_uncompr
     out.mkdir()
 
     # getscu proposes the storage SOP classes in uncompressed transfer syntaxes only.
-    result = dcmtk(
-        "getscu",
-        "-P",
-        "-aet",
-        "WORKSTATION",
-        "-aec",
-        AE_TITLE,
-        "-od",
-        out,
-        "-k",
-        "QueryRetrieveLevel=PATIENT",
-        "-k",
-        f"PatientID={sent.PatientID}",
-        "127.0.0.1",
-        dicom_server.port,
+    result = _get(
+        dicom_server, out, "-P", "QueryRetrieveLevel=PATIENT", f"PatientID={sent.PatientID}"
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
