@@ -8,7 +8,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -17,11 +16,14 @@ from django.views.decorators.http import require_POST
 
 from accounts import access
 from accounts.models import AuditEvent, User
-from accounts.services.audit import record_patient_reads
 from ehr.models import Patient, validate_pin
-from imaging.models import Study
-from imaging.selectors import record_study_reads, study_for
-from imaging.services.matching import attach_study, candidate_patients
+from imaging.selectors import (
+    record_study_reads,
+    review_candidates,
+    studies_waiting_for_review,
+    study_for,
+)
+from imaging.services.matching import attach_study
 
 PAGE_SIZE = 20
 
@@ -42,38 +44,24 @@ class AttachForm(forms.Form):
         return data
 
 
-def _waiting_studies(user: User) -> QuerySet[Study]:
-    # Only studies the user may change (attach): the clinicians of the receiving organization.
-    studies = access.scope(
-        user,
-        access.CHANGE,
-        Study.objects.filter(
-            patient__isnull=True, match__in=[Study.Match.UNMATCHED, Study.Match.AMBIGUOUS]
-        ).select_related("organization"),
-    )
-    return studies.order_by("-created_at", "-id")
-
-
-def _visible_candidates(user: User, study: Study) -> list[Patient]:
-    visible = access.scope(user, access.VIEW, Patient.objects.all()).values("pk")
-    return list(candidate_patients(study).filter(pk__in=visible).select_related("organization"))
-
-
 def _queue(
     request: HttpRequest, errors: dict[int, str] | None = None, status: int = 200
 ) -> HttpResponse:
-    page = Paginator(_waiting_studies(request.user), PAGE_SIZE).get_page(request.GET.get("page", 1))
+    page = Paginator(studies_waiting_for_review(request.user), PAGE_SIZE).get_page(
+        request.GET.get("page", 1)
+    )
     studies = list(page.object_list)
     # The DICOM patient names and IDs on this page are patient data: each study is audited,
-    # and so is each candidate patient proposed.
+    # and so is each candidate patient proposed (by review_candidates).
     record_study_reads(user=request.user, studies=studies, action=AuditEvent.Action.LIST)
-    rows = []
-    for study in studies:
-        candidates = _visible_candidates(request.user, study)
-        record_patient_reads(actor=request.user, patients=candidates)
-        rows.append(
-            {"study": study, "candidates": candidates, "error": (errors or {}).get(study.pk)}
-        )
+    rows = [
+        {
+            "study": study,
+            "candidates": review_candidates(user=request.user, study=study),
+            "error": (errors or {}).get(study.pk),
+        }
+        for study in studies
+    ]
     return render(
         request,
         "imaging/review.html",

@@ -11,8 +11,10 @@ from django.http import Http404
 
 from accounts import access
 from accounts.models import AuditEvent, User
-from accounts.services.audit import build_audit_event, record_event
+from accounts.services.audit import build_audit_event, record_event, record_patient_reads
+from ehr.models import Patient
 from imaging.models import Instance, Series, Study
+from imaging.services.matching import candidate_patients
 
 # A burst of reads of one study by one user (frames for a viewer) is one audit event.
 READ_BURST_SECONDS = 600
@@ -217,6 +219,29 @@ def _remember(key: str, until: object, now: float) -> None:
         if len(_known_until) >= _KNOWN_MAX:
             _known_until.clear()
     _known_until[key] = until
+
+
+def studies_waiting_for_review(user: User) -> QuerySet[Study]:
+    """Studies that matched no patient, or several, that `user` may attach: the clinicians of
+    the receiving organization (no data returned, so nothing audited here)."""
+    studies = access.scope(
+        user,
+        access.CHANGE,
+        Study.objects.filter(
+            patient__isnull=True, match__in=[Study.Match.UNMATCHED, Study.Match.AMBIGUOUS]
+        ).select_related("organization"),
+    )
+    return studies.order_by("-created_at", "-id")
+
+
+def review_candidates(*, user: User, study: Study) -> list[Patient]:
+    """The patients `user` may see whom `study` may belong to; each one proposed is audited."""
+    visible = access.scope(user, access.VIEW, Patient.objects.all()).values("pk")
+    candidates = list(
+        candidate_patients(study).filter(pk__in=visible).select_related("organization")
+    )
+    record_patient_reads(actor=user, patients=candidates)
+    return candidates
 
 
 def series_of(study: Study) -> QuerySet[Series]:

@@ -8,35 +8,14 @@ from django.db import OperationalError
 
 from imaging.models import ReceivedFile
 
-# Files indexed per transaction: few queries per file, and never a whole study in memory.
-INGEST_CHUNK = 50
-
 
 # OSError: storage trouble; OperationalError: the database is busy or restarting.
 @shared_task(autoretry_for=(OSError, OperationalError), retry_backoff=True, max_retries=8)
 def ingest_received_files(received_file_ids: list[int]) -> int:
-    """Index these received files; returns how many were waiting."""
-    from imaging.services.ingest import ingest_many
+    """Index these received files (services/ingest.py); returns how many were waiting."""
+    from imaging.services import ingest
 
-    waiting = list(
-        ReceivedFile.objects.filter(
-            pk__in=received_file_ids, status=ReceivedFile.Status.RECEIVED
-        ).values_list("pk", flat=True)
-    )
-    series_ids = set()
-    for start in range(0, len(waiting), INGEST_CHUNK):
-        # One chunk in memory at a time: an indexed file holds its instance's metadata, and
-        # hundreds of those kept to the end made the garbage collector walk them again and again.
-        chunk = ReceivedFile.objects.filter(pk__in=waiting[start : start + INGEST_CHUNK])
-        for received in ingest_many(
-            list(chunk.select_related("organization", "batch", "received_by"))
-        ):
-            if received.status == ReceivedFile.Status.INGESTED:
-                series_ids.add(received.instance.series_id)
-    # Renditions once per series of the batch, not once per instance.
-    for series_id in sorted(series_ids):
-        render_series.delay(series_id)
-    return len(waiting)
+    return ingest.ingest_received_files(received_file_ids=received_file_ids)
 
 
 @shared_task

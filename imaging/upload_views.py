@@ -25,6 +25,7 @@ JSON with an "error" message when something is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -55,13 +56,12 @@ def _error(message: str, status: int, **extra: Any) -> JsonResponse:
 def api_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Like login_required, but a script gets 401 and a message, not the login page."""
 
+    @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             return _error(_("Your session has ended: log in again to continue."), 401)
         return view(request, *args, **kwargs)
 
-    wrapped.__name__ = view.__name__
-    wrapped.__doc__ = view.__doc__
     return wrapped
 
 
@@ -83,14 +83,6 @@ def _chosen_patient(request: HttpRequest, patient_id: Any) -> Patient | None:
     except (TypeError, ValueError) as error:
         raise Http404("No such patient") from error
     return patient_for(user=request.user, patient_id=patient_id, action=access.CHANGE)
-
-
-def _studies_url() -> str:
-    # The study list belongs to the study pages; until they exist the link is left out.
-    try:
-        return reverse("imaging:study-list")
-    except NoReverseMatch:
-        return ""
 
 
 @login_required
@@ -135,7 +127,7 @@ def upload_page(request: HttpRequest) -> HttpResponse:
             "found": found,
             "config": config,
             "max_file_mb": settings.IMAGING_MAX_FILE_BYTES // 2**20,
-            "studies_url": _studies_url(),
+            "studies_url": reverse("imaging:study-list"),
         },
     )
 

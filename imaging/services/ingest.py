@@ -175,6 +175,37 @@ def _parse(received: ReceivedFile) -> ParsedInstance | None:
     return parsed
 
 
+# Files indexed per transaction: few queries per file, and never a whole study in memory.
+INGEST_CHUNK = 50
+
+
+def ingest_received_files(*, received_file_ids: list[int]) -> int:
+    """Index those of these files still waiting, a chunk per transaction, then queue the
+    renditions of each series that gained images (once per series, not once per instance).
+    Returns how many were waiting."""
+    from imaging.tasks import render_series
+
+    waiting = list(
+        ReceivedFile.objects.filter(
+            pk__in=received_file_ids, status=ReceivedFile.Status.RECEIVED
+        ).values_list("pk", flat=True)
+    )
+    series_ids = set()
+    for start in range(0, len(waiting), INGEST_CHUNK):
+        # One chunk in memory at a time: an indexed file holds its instance's metadata, and
+        # hundreds of those kept to the end made the garbage collector walk them again and again.
+        chunk = ReceivedFile.objects.filter(pk__in=waiting[start : start + INGEST_CHUNK])
+        for received in ingest_many(
+            list(chunk.select_related("organization", "batch", "received_by"))
+        ):
+            if received.status == ReceivedFile.Status.INGESTED:
+                series_ids.add(received.instance.series_id)
+    # Called by the worker outside any transaction: each chunk is committed already.
+    for series_id in sorted(series_ids):
+        render_series.delay(series_id)
+    return len(waiting)
+
+
 def ingest(received: ReceivedFile) -> ReceivedFile:
     """Parse, validate and index one received file. A file that fails is kept with its error."""
     return ingest_many([received])[0]

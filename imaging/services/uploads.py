@@ -21,14 +21,20 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q
 from django.http import Http404
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
 from accounts import access
 from accounts.models import Membership, Organization, User
 from ehr.models import Patient
 from imaging.models import ReceivedFile, Study, UploadBatch, UploadSession
-from imaging.services.archives import ImportContext, import_file, is_zip, set_archive_state
+from imaging.services.archives import (
+    ImportContext,
+    import_archive,
+    import_file,
+    is_zip,
+    set_archive_state,
+)
 
 # A chunk is read into memory before it is written: 256 KB is what the page sends (about 7 s
 # at 300 kbit/s); a client may send more, up to this.
@@ -238,6 +244,33 @@ def complete_upload(session: UploadSession) -> None:
             )
             % {"reason": error}
         ) from error
+
+
+def unpack_uploaded_archive(*, session: UploadSession) -> dict[str, int]:
+    """Unpack the uploaded ZIP of `session` into its batch (Celery), keeping the archive's
+    line in the batch status up to date; returns the counts of what it held. Safe to run
+    twice: the staging file is removed once unpacked, and a second run finds nothing."""
+    path = staging_path(session)
+    key = str(session.upload_id)
+    if not path.exists():
+        return {}  # already unpacked (a redelivered task), or removed as abandoned
+    set_archive_state(session.batch_id, session.filename, key, status="unpacking")
+    uploader = session.created_by
+    try:
+        # The reasons recorded are read by the uploader: in their language.
+        language = getattr(uploader, "language", "") or translation.get_language()
+        with translation.override(language or settings.LANGUAGE_CODE):
+            counts = import_archive(
+                batch=session.batch, path=path, name=session.filename, user=uploader
+            )
+    except Exception as error:
+        set_archive_state(
+            session.batch_id, session.filename, key, status="failed", reason=str(error)
+        )
+        raise
+    set_archive_state(session.batch_id, session.filename, key, status="done", **counts)
+    path.unlink(missing_ok=True)
+    return counts
 
 
 def upload_state(session: UploadSession) -> dict[str, Any]:

@@ -271,6 +271,26 @@ def test_a_damaged_stored_file_fails_the_export_with_its_reason(
     assert client.get(f"/imaging/exports/{export.pk}/download/").status_code == 404
 
 
+def _received_study(clinic: Organization, patient: Patient) -> Study:
+    """A two-image CT study of `patient`, as a live server test receives it: in autocommit,
+    each file is ingested as it is received."""
+    for ds in ct_series(2, patient_id=patient.pin):
+        receive_file(
+            content=dicom_bytes(ds), source=ReceivedFile.Source.UPLOAD, organization=clinic
+        )
+    return Study.objects.get()
+
+
+def _logged_in_page(chromium: Any, base: str, user: User) -> Any:
+    page = chromium.new_page()
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=username]", user.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button.primary")
+    page.wait_for_url(f"{base}/")
+    return page
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_coordinator_exports_from_the_study_page_in_a_browser(
@@ -280,19 +300,9 @@ def test_coordinator_exports_from_the_study_page_in_a_browser(
     coordinator: User,
     patient: Patient,
 ) -> None:
-    for ds in ct_series(2, patient_id=patient.pin):
-        # Autocommit: each file is ingested as it is received.
-        receive_file(
-            content=dicom_bytes(ds), source=ReceivedFile.Source.UPLOAD, organization=clinic
-        )
-    study = Study.objects.get()
+    study = _received_study(clinic, patient)
     base = live_server.url
-    page = browser.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", coordinator.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base}/")
+    page = _logged_in_page(browser, base, coordinator)
 
     page.goto(f"{base}/imaging/studies/{study.pk}/")
     page.click(f"#study-export-{study.pk} summary")
@@ -320,20 +330,11 @@ def test_download_link_appears_without_reloading_when_the_export_is_ready(
     clinician: User,
     patient: Patient,
 ) -> None:
-    for ds in ct_series(2, patient_id=patient.pin):
-        receive_file(
-            content=dicom_bytes(ds), source=ReceivedFile.Source.UPLOAD, organization=clinic
-        )
-    study = Study.objects.get()
+    study = _received_study(clinic, patient)
     # Asked for, and waiting for a busy worker: the row as request_export leaves it.
     export = StudyExport.objects.create(study=study, requested_by=clinician, is_anonymized=True)
     base = live_server.url
-    page = browser.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", clinician.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base}/")
+    page = _logged_in_page(browser, base, clinician)
     page.goto(f"{base}/imaging/studies/{study.pk}/#study-export-{study.pk}")
     page.wait_for_selector(f"#study-export-{study.pk} [data-pending]")
 
