@@ -55,10 +55,8 @@ def study_export(request: HttpRequest, study_id: int) -> HttpResponse:
     if request.method == "POST":
         study = study_for(user=request.user, study_id=study_id)
         form = ExportForm(request.POST)
-        form.is_valid()
-        export = exports.request_export(
-            study=study, user=request.user, anonymized=form.cleaned_data.get("anonymized", False)
-        )
+        anonymized = form.is_valid() and form.cleaned_data["anonymized"]
+        export = exports.request_export(study=study, user=request.user, anonymized=anonymized)
         messages.info(
             request,
             _("The anonymized export is being prepared.")

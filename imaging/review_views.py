@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts import access
 from accounts.models import AuditEvent, User
@@ -71,6 +71,7 @@ def _queue(
 
 
 @login_required
+@require_GET
 def review_queue(request: HttpRequest) -> HttpResponse:
     return _queue(request)
 

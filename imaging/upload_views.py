@@ -200,7 +200,10 @@ def file_chunk(request: HttpRequest, upload_id: str) -> HttpResponse:
         offset = int(request.headers.get("Upload-Offset", ""))
     except ValueError:
         return _error(_("The Upload-Offset header is missing."), 400)
-    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:  # as Django reads it: no usable length (the read below is bounded)
+        declared = 0
     if declared > MAX_CHUNK_BYTES:
         return _error(
             _("A chunk may be at most %(limit)d MB.") % {"limit": MAX_CHUNK_BYTES >> 20}, 413

@@ -61,6 +61,10 @@ def test_unmatched_study_is_listed_for_the_receiving_clinics_clinician_only(
         assert "Mamytova" not in logged_in_client(other).get("/imaging/review/").content.decode()
 
 
+def test_the_review_queue_is_only_read(clinician: User) -> None:
+    assert logged_in_client(clinician).post("/imaging/review/").status_code == 405
+
+
 def test_candidate_patients_are_proposed(
     unmatched: Study, clinician: User, clinic: Organization
 ) -> None:

@@ -72,6 +72,29 @@ def test_file_sent_in_chunks_is_kept_byte_identical_and_indexed(
     assert not staging_path(UploadSession.objects.get()).exists()
 
 
+def test_a_malformed_content_length_is_answered_with_the_offset_to_resend_from(
+    clinician: User,
+) -> None:
+    client = logged_in_client(clinician)
+    content = dicom_bytes(ct_dataset(size=16))
+    upload = declare(client, start(client), "slice.dcm", len(content))
+
+    response = client.generic(
+        "PATCH",
+        upload["url"],
+        content,
+        content_type="application/offset+octet-stream",
+        HTTP_UPLOAD_OFFSET="0",
+        CONTENT_LENGTH="12abc",
+    )
+
+    # No usable length, so no body is read (as Django reads it): nothing taken, and the
+    # offset tells the client to send the chunk again.
+    assert response.status_code == 200, response.content
+    assert response["Upload-Offset"] == "0"
+    assert response.json()["is_complete"] is False
+
+
 def test_chunk_at_wrong_offset_answers_409_with_current_offset(clinician: User) -> None:
     client = logged_in_client(clinician)
     content = dicom_bytes(ct_dataset())
