@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import require_program
 
+# Pages worth looking at after a run (not compared): var/screenshots, ignored by git.
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -49,3 +52,13 @@ def browser(chromium_path: str, tmp_path: Path) -> Iterator[Any]:
                 context.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def log_in(page: Any, base_url: str, email: str, password: str) -> Any:
+    """Log `page` in through the log-in form, as a user would; returns the page."""
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("input[name=username]", email)
+    page.fill("input[name=password]", password)
+    page.click("button.primary")
+    page.wait_for_url(f"{base_url}/")
+    return page

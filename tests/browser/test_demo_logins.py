@@ -3,17 +3,16 @@ screen and finds their work on the dashboard."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 
 from telemed.management.commands.load_demo import DEMO_PASSWORD
+from tests.browser.conftest import SCREENSHOTS, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 # (login, what the dashboard must show)
 ROLES = [
@@ -25,14 +24,6 @@ ROLES = [
 ]
 
 
-def log_in(page: Any, base_url: str, email: str) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("input[name=username]", email)
-    page.fill("input[name=password]", DEMO_PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base_url}/")
-
-
 @pytest.mark.parametrize(("email", "expected"), ROLES)
 def test_each_demo_role_logs_in_and_sees_its_dashboard(
     browser: Any, live_server: Any, email: str, expected: str
@@ -40,7 +31,7 @@ def test_each_demo_role_logs_in_and_sees_its_dashboard(
     call_command("load_demo", verbosity=0)
     page = browser.new_page()
 
-    log_in(page, live_server.url, email)
+    log_in(page, live_server.url, email, DEMO_PASSWORD)
 
     assert expected in page.inner_text("main")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -52,14 +43,14 @@ def test_each_demo_role_logs_in_and_sees_its_dashboard(
 def test_patient_opens_own_record_and_sees_who_looked(browser: Any, live_server: Any):
     call_command("load_demo", verbosity=0)
     clinician = browser.new_page()
-    log_in(clinician, live_server.url, "clinician@demo.kg")
+    log_in(clinician, live_server.url, "clinician@demo.kg", DEMO_PASSWORD)
     clinician.fill("input[name=q]", "Мамытова")
     clinician.press("input[name=q]", "Enter")
     clinician.click("text=Мамытова Асель")
     clinician.click("text=Log out")
     page = browser.new_page()
 
-    log_in(page, live_server.url, "patient@demo.kg")
+    log_in(page, live_server.url, "patient@demo.kg", DEMO_PASSWORD)
     page.click("text=Open my record")
     assert "Мамытова Асель Кубанычбековна" in page.inner_text("h1")
     page.click("text=Who has looked at my record")
@@ -73,7 +64,7 @@ def test_patient_opens_own_record_and_sees_who_looked(browser: Any, live_server:
 def test_switching_to_kyrgyz_and_russian_in_the_header(browser: Any, live_server: Any):
     call_command("load_demo", verbosity=0)
     page = browser.new_page()
-    log_in(page, live_server.url, "clinician@demo.kg")
+    log_in(page, live_server.url, "clinician@demo.kg", DEMO_PASSWORD)
 
     page.click("button[name=language][value=ky]")
     kyrgyz = page.inner_text("body")

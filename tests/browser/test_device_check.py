@@ -15,12 +15,11 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from consults.services.links import issue_join_link
 from ehr.models import Patient
-from tests.browser.conftest import CHROMIUM_FLAGS
+from tests.browser.conftest import CHROMIUM_FLAGS, SCREENSHOTS
 from tests.consults.sessions import book_visit
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 MEDIA_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 

@@ -4,7 +4,6 @@ are sent, each exactly once, when the link returns."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,19 +11,11 @@ from django.core.management import call_command
 
 from ehr.models import Alert, Observation, Patient
 from telemed.management.commands.load_demo import DEMO_PASSWORD
+from tests.browser.conftest import SCREENSHOTS, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 QUEUE = "#diary-queue li[data-status]"
-
-
-def log_in(page: Any, base_url: str, email: str) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("input[name=username]", email)
-    page.fill("input[name=password]", DEMO_PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base_url}/")
 
 
 def record(page: Any, measure: str, **values: str) -> None:
@@ -54,7 +45,7 @@ def test_entries_made_offline_wait_and_are_sent_once_when_back_online(
     patient = Patient.objects.get(user__email="patient@demo.kg")
     before = Observation.objects.filter(patient=patient, source_system="diary").count()
     page = browser.new_page()
-    log_in(page, live_server.url, "patient@demo.kg")
+    log_in(page, live_server.url, "patient@demo.kg", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/diary/")
 
     record(page, "blood_pressure", systolic="135", diastolic="85")
@@ -89,7 +80,7 @@ def test_entries_made_offline_wait_and_are_sent_once_when_back_online(
 def test_a_refused_entry_stays_on_the_phone_with_the_reason(browser: Any, live_server: Any):
     call_command("load_demo", verbosity=0)
     page = browser.new_page()
-    log_in(page, live_server.url, "patient@demo.kg")
+    log_in(page, live_server.url, "patient@demo.kg", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/diary/")
 
     # The page checks ranges itself; an entry the server refuses anyway (a rule changed, an
@@ -114,7 +105,7 @@ def test_the_clinician_sees_charts_and_sets_a_range(browser: Any, live_server: A
     call_command("load_demo", verbosity=0)
     patient = Patient.objects.get(user__email="patient@demo.kg")
     page = browser.new_page()
-    log_in(page, live_server.url, "patient@demo.kg")
+    log_in(page, live_server.url, "patient@demo.kg", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/diary/")
     record(page, "blood_pressure", systolic="150", diastolic="95")
     record(page, "weight", value="68,4")
@@ -123,7 +114,7 @@ def test_the_clinician_sees_charts_and_sets_a_range(browser: Any, live_server: A
     page.click("text=Log out")
     page.set_viewport_size({"width": 1100, "height": 900})
 
-    log_in(page, live_server.url, "clinician@demo.kg")
+    log_in(page, live_server.url, "clinician@demo.kg", DEMO_PASSWORD)
     page.goto(f"{live_server.url}/diary/patients/{patient.pk}/")
     form = page.locator("#threshold-blood_pressure")
     form.locator("[name=blood_pressure-low]").fill("90")

@@ -11,6 +11,7 @@ import pytest
 
 from accounts.models import User
 from imaging.models import ReceivedFile, Study, UploadSession
+from tests.browser.conftest import log_in
 from tests.factories.accounts import PASSWORD
 from tests.factories.imaging import ct_series, dicom_bytes
 
@@ -23,16 +24,6 @@ def study_zip(path: Path, accession_number: str) -> Path:
         for number, ds in enumerate(ct_series(10, size=256, accession_number=accession_number)):
             packed.writestr(f"CT/IM{number:04d}", dicom_bytes(ds))
     return path
-
-
-def log_in(browser: Any, base: str, user: User) -> Any:
-    page = browser.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base}/")
-    return page
 
 
 def wait_until_finished(page: Any) -> None:
@@ -49,7 +40,7 @@ def test_zip_upload_survives_a_dropped_connection_and_the_study_is_indexed(
     settings.IMAGING_UPLOAD_DIR = tmp_path / "uploads"
     archive = study_zip(tmp_path / "study.zip", "PHONE1")
     base = live_server.url
-    page = log_in(browser, base, clinician)
+    page = log_in(browser.new_page(), base, clinician.email, PASSWORD)
 
     chunk_offsets: list[str] = []
 
@@ -93,7 +84,7 @@ def test_upload_interrupted_by_a_reload_continues_where_it_stopped(
     settings.IMAGING_UPLOAD_DIR = tmp_path / "uploads"
     archive = study_zip(tmp_path / "study.zip", "RELOAD1")
     base = live_server.url
-    page = log_in(browser, base, clinician)
+    page = log_in(browser.new_page(), base, clinician.email, PASSWORD)
     sent_offsets: list[int] = []
     page.on(
         "request",

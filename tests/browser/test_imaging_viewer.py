@@ -11,6 +11,7 @@ from ehr.models import Patient
 from imaging.demo import ct_slices
 from imaging.models import ReceivedFile, Study
 from imaging.services.ingest import receive_file
+from tests.browser.conftest import SCREENSHOTS, log_in
 from tests.factories.accounts import PASSWORD
 from tests.factories.imaging import dicom_bytes
 
@@ -35,18 +36,14 @@ def test_clinician_opens_a_study_and_scrolls_through_it(
     base = live_server.url
     page = browser.new_page()
     page.set_viewport_size({"width": 1200, "height": 900})
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", clinician.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base}/")
+    log_in(page, base, clinician.email, PASSWORD)
 
     page.click("nav.mainnav >> text=Imaging")
     page.wait_for_selector("table.studies")
-    page.screenshot(path="/tmp/imaging_study_list.png")
+    page.screenshot(path=str(SCREENSHOTS / "imaging_study_list.png"))
     page.click("table.studies >> text=CT head without contrast")
     page.wait_for_selector(".series-grid img")
-    page.screenshot(path="/tmp/imaging_study_page.png", full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / "imaging_study_page.png"), full_page=True)
     page.click("text=Open viewer")
     page.wait_for_selector("#viewer-image[src]")
     page.wait_for_function("document.getElementById('viewer-stage').dataset.loaded")
@@ -56,13 +53,13 @@ def test_clinician_opens_a_study_and_scrolls_through_it(
     page.keyboard.press("ArrowDown")
     page.keyboard.press("ArrowDown")
     after_keys = page.inner_text("#viewer-slice")
-    page.screenshot(path="/tmp/imaging_viewer_default.png")
+    page.screenshot(path=str(SCREENSHOTS / "imaging_viewer_default.png"))
     default_src = page.get_attribute("#viewer-image", "src")
     page.select_option("#viewer-preset", "bone")
     page.wait_for_function(
         "document.getElementById('viewer-stage').dataset.loaded.includes('window=300,1500')"
     )
-    page.screenshot(path="/tmp/imaging_viewer_bone.png")
+    page.screenshot(path=str(SCREENSHOTS / "imaging_viewer_bone.png"))
 
     assert study.patient_id == patient.pk
     assert first == "7 / 12"  # opens at the middle slice
@@ -89,7 +86,7 @@ def test_clinician_opens_a_study_and_scrolls_through_it(
         {"pointerId": 7, "pointerType": "touch", "clientX": x, "clientY": y - 150},
     )
     page.dispatch_event("#viewer-stage", "pointerup", {"pointerId": 7, "pointerType": "touch"})
-    page.screenshot(path="/tmp/imaging_viewer_phone.png")
+    page.screenshot(path=str(SCREENSHOTS / "imaging_viewer_phone.png"))
 
     assert int(page.inner_text("#viewer-slice").split(" / ")[0]) > 7
 
@@ -105,11 +102,7 @@ def test_a_cine_loop_plays_in_the_viewer(
     study = Study.objects.get(study_instance_uid=cine.StudyInstanceUID)
     base = live_server.url
     page = browser.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", clinician.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base}/")
+    log_in(page, base, clinician.email, PASSWORD)
 
     page.goto(f"{base}/imaging/studies/{study.pk}/viewer/")
     # The browser decodes the MP4: H.264 it can play, not merely a file it downloaded.
@@ -117,7 +110,7 @@ def test_a_cine_loop_plays_in_the_viewer(
         "(() => { const v = document.getElementById('viewer-video');"
         " return !v.hidden && v.readyState >= 2 && v.videoWidth > 0; })()"
     )
-    page.screenshot(path="/tmp/imaging_viewer_cine.png")
+    page.screenshot(path=str(SCREENSHOTS / "imaging_viewer_cine.png"))
     page.click("#viewer-cine")  # to single frames
 
     assert page.is_hidden("#viewer-video")

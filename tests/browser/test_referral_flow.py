@@ -10,21 +10,17 @@ from django.core.management import call_command
 
 from consults.models import Referral
 from telemed.management.commands.load_demo import DEMO_PASSWORD
+from tests.browser.conftest import log_in
 
 BISHKEK = ZoneInfo("Asia/Bishkek")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def log_in(browser: Any, base_url: str, email: str) -> Any:
+def log_in_as(browser: Any, base_url: str, email: str) -> Any:
     # One browser profile: each log-in replaces the previous user's session.
     page = browser.new_page()
     page.context.clear_cookies()
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("input[name=username]", email)
-    page.fill("input[name=password]", DEMO_PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base_url}/")
-    return page
+    return log_in(page, base_url, email, DEMO_PASSWORD)
 
 
 def test_clinician_coordinator_patient_and_specialist_carry_a_referral(
@@ -33,7 +29,7 @@ def test_clinician_coordinator_patient_and_specialist_carry_a_referral(
     call_command("load_demo", verbosity=0)
     base = live_server.url
 
-    clinician = log_in(browser, base, "clinician@demo.kg")
+    clinician = log_in_as(browser, base, "clinician@demo.kg")
     clinician.goto(f"{base}/patients/?q=Мамытова")
     clinician.click("text=Мамытова Асель")
     clinician.click("text=Refer to a specialist")
@@ -44,7 +40,7 @@ def test_clinician_coordinator_patient_and_specialist_carry_a_referral(
     referral = Referral.objects.get(question__startswith="Pressure 180/110")
     assert referral.status == "submitted"
 
-    coordinator = log_in(browser, base, "coordinator@demo.kg")
+    coordinator = log_in_as(browser, base, "coordinator@demo.kg")
     coordinator.goto(f"{base}/consults/triage/")
     coordinator.click(f"text=#{referral.pk} ")
     coordinator.select_option("select[name=specialist]", label="Тимур Исаков")
@@ -56,12 +52,12 @@ def test_clinician_coordinator_patient_and_specialist_carry_a_referral(
     assert referral.status == "scheduled"
     visit = referral.appointments.get()
 
-    patient = log_in(browser, base, "patient@demo.kg")
+    patient = log_in_as(browser, base, "patient@demo.kg")
     visits = patient.locator("section.card", has_text="My visits").inner_text()
     assert visit.starts_at.astimezone(BISHKEK).strftime("%d.%m.%Y %H:%M") in visits
     assert "Тимур Исаков" in visits
 
-    specialist = log_in(browser, base, "specialist@demo.kg")
+    specialist = log_in_as(browser, base, "specialist@demo.kg")
     specialist.goto(f"{base}/consults/{referral.pk}/")
     specialist.fill("textarea[name=findings]", "Resistant hypertension, no target organ damage")
     specialist.fill("input[name=diagnosis_code]", "I10")
@@ -71,7 +67,7 @@ def test_clinician_coordinator_patient_and_specialist_carry_a_referral(
     referral.refresh_from_db()
     assert referral.status == "report_signed"
 
-    clinician = log_in(browser, base, "clinician@demo.kg")
+    clinician = log_in_as(browser, base, "clinician@demo.kg")
     clinician.goto(f"{base}/consults/{referral.pk}/")
     assert "Add spironolactone 25 mg" in clinician.inner_text("main")
     clinician.click("form[action$='/close/'] button")

@@ -22,7 +22,7 @@ from ehr.models import Patient
 from imaging.models import ReceivedFile, Study, StudyExport
 from imaging.services.exports import build_export, remove_expired_exports, request_export
 from imaging.services.ingest import receive_file
-from tests.browser.conftest import browser, chromium_path  # noqa: F401  (fixtures)
+from tests.browser.conftest import browser, chromium_path, log_in  # noqa: F401  (fixtures)
 from tests.conftest import logged_in_client, require_program
 from tests.factories.accounts import PASSWORD
 from tests.factories.imaging import ct_series, dicom_bytes
@@ -281,16 +281,6 @@ def _received_study(clinic: Organization, patient: Patient) -> Study:
     return Study.objects.get()
 
 
-def _logged_in_page(chromium: Any, base: str, user: User) -> Any:
-    page = chromium.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button.primary")
-    page.wait_for_url(f"{base}/")
-    return page
-
-
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_coordinator_exports_from_the_study_page_in_a_browser(
@@ -302,7 +292,7 @@ def test_coordinator_exports_from_the_study_page_in_a_browser(
 ) -> None:
     study = _received_study(clinic, patient)
     base = live_server.url
-    page = _logged_in_page(browser, base, coordinator)
+    page = log_in(browser.new_page(), base, coordinator.email, PASSWORD)
 
     page.goto(f"{base}/imaging/studies/{study.pk}/")
     page.click(f"#study-export-{study.pk} summary")
@@ -334,7 +324,7 @@ def test_download_link_appears_without_reloading_when_the_export_is_ready(
     # Asked for, and waiting for a busy worker: the row as request_export leaves it.
     export = StudyExport.objects.create(study=study, requested_by=clinician, is_anonymized=True)
     base = live_server.url
-    page = _logged_in_page(browser, base, clinician)
+    page = log_in(browser.new_page(), base, clinician.email, PASSWORD)
     page.goto(f"{base}/imaging/studies/{study.pk}/#study-export-{study.pk}")
     page.wait_for_selector(f"#study-export-{study.pk} [data-pending]")
 
