@@ -3,10 +3,12 @@ audit event itself, so no caller (page, DICOMweb, DIMSE) can forget to."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
 
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from accounts import access
@@ -15,6 +17,7 @@ from accounts.services.audit import build_audit_event, record_event, record_pati
 from ehr.models import Patient
 from imaging.models import Instance, Series, Study
 from imaging.services.matching import candidate_patients
+from imaging.services.query import match_studies
 
 # A burst of reads of one study by one user (frames for a viewer) is one audit event.
 READ_BURST_SECONDS = 600
@@ -55,6 +58,46 @@ def record_study_reads(
         )
         for study in studies
     )
+
+
+def search_studies(
+    studies: QuerySet[Study],
+    *,
+    patient: str = "",
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    modality: str = "",
+    accession: str = "",
+) -> QuerySet[Study]:
+    """`studies` narrowed by the study list's search: a patient (EHR name or PIN, or the
+    DICOM name or ID), a date range, a modality, an accession number. Raises QueryError."""
+    if patient.strip():
+        studies = studies.filter(_patient_condition(patient.strip()))
+    filters: dict[str, str] = {}
+    if date_from or date_to:
+        start = date_from.strftime("%Y%m%d") if date_from else ""
+        end = date_to.strftime("%Y%m%d") if date_to else ""
+        filters["StudyDate"] = f"{start}-{end}"
+    if modality:
+        filters["ModalitiesInStudy"] = modality
+    if accession.strip():
+        filters["AccessionNumber"] = accession.strip()
+    return match_studies(studies, filters) if filters else studies
+
+
+def _patient_condition(text: str) -> Q:
+    """Studies of EHR patients found by name or PIN, or whose DICOM name or ID matches."""
+    from ehr.selectors import patient_search_condition
+
+    condition = Q(patient__in=Patient.objects.filter(patient_search_condition(text)).values("pk"))
+    condition |= Q(dicom_patient_id__iexact=text)
+    words = [word for word in re.split(r"[\s,^]+", text) if word]
+    if words:
+        name = Q()
+        for word in words:
+            name &= Q(dicom_patient_name__icontains=word)
+        condition |= name
+    return condition
 
 
 def _studies() -> QuerySet[Study]:

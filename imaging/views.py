@@ -16,7 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.core.paginator import Page, Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -25,11 +25,10 @@ from django.views.decorators.http import require_GET
 
 from accounts import access
 from accounts.models import AuditEvent, Membership, User
-from ehr.models import Patient
 from imaging import selectors
 from imaging.dicom.render import NotRenderable
 from imaging.models import Instance, Series, Study
-from imaging.services.query import QueryError, match_studies
+from imaging.services.query import QueryError
 from imaging.services.renditions import rendered_frame
 
 STUDIES_PER_PAGE = 25
@@ -74,38 +73,6 @@ class StudySearchForm(forms.Form):
         return value
 
 
-def _patient_condition(text: str) -> Q:
-    """Studies of EHR patients found by name or PIN, or whose DICOM name or ID matches."""
-    from ehr.selectors import patient_search_condition
-
-    condition = Q(patient__in=Patient.objects.filter(patient_search_condition(text)).values("pk"))
-    condition |= Q(dicom_patient_id__iexact=text)
-    words = [word for word in re.split(r"[\s,^]+", text) if word]
-    if words:
-        name = Q()
-        for word in words:
-            name &= Q(dicom_patient_name__icontains=word)
-        condition |= name
-    return condition
-
-
-def _searched(studies: QuerySet[Study], form: StudySearchForm) -> QuerySet[Study]:
-    data = form.cleaned_data
-    if data.get("patient", "").strip():
-        studies = studies.filter(_patient_condition(data["patient"].strip()))
-    filters: dict[str, str] = {}
-    date_from, date_to = data.get("date_from"), data.get("date_to")
-    if date_from or date_to:
-        start = date_from.strftime("%Y%m%d") if date_from else ""
-        end = date_to.strftime("%Y%m%d") if date_to else ""
-        filters["StudyDate"] = f"{start}-{end}"
-    if data.get("modality"):
-        filters["ModalitiesInStudy"] = data["modality"]
-    if data.get("accession", "").strip():
-        filters["AccessionNumber"] = data["accession"].strip()
-    return match_studies(studies, filters) if filters else studies
-
-
 def _listed(user: User, studies: QuerySet[Study], page_number: str | int) -> Page:
     page = Paginator(
         studies.prefetch_related("series").order_by("-study_date", "-study_time", "-id"),
@@ -148,7 +115,14 @@ def study_list(request: HttpRequest) -> HttpResponse:
         studies, status = studies.none(), 400
     elif form.is_bound:
         try:
-            studies = _searched(studies, form)
+            studies = selectors.search_studies(
+                studies,
+                patient=form.cleaned_data["patient"],
+                date_from=form.cleaned_data["date_from"],
+                date_to=form.cleaned_data["date_to"],
+                modality=form.cleaned_data["modality"],
+                accession=form.cleaned_data["accession"],
+            )
         except QueryError as error:
             form.add_error(None, str(error))
             studies, status = studies.none(), 400
