@@ -60,6 +60,23 @@ def record_study_reads(
     )
 
 
+# The viewer records a series opened once per user, browser session and series in this time.
+OPENED_SERIES_SECONDS = 8 * 3600
+
+
+def record_series_opened(*, user: User, session_key: str, series: Series) -> None:
+    """One audit event per series a user opens in a session, however many frames follow;
+    cache.add is atomic, so the viewer's parallel prefetches cannot record it twice."""
+    key = f"imaging:opened:{user.pk}:{session_key}:{series.pk}"
+    if cache.add(key, 1, timeout=OPENED_SERIES_SECONDS):
+        record_study_reads(
+            user=user,
+            studies=[series.study],
+            action=AuditEvent.Action.VIEW,
+            channel_detail={"series": series.series_instance_uid, "channel": "viewer"},
+        )
+
+
 def search_studies(
     studies: QuerySet[Study],
     *,

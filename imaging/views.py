@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
@@ -24,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET
 
 from accounts import access
-from accounts.models import AuditEvent, Membership, User
+from accounts.models import Membership, User
 from imaging import selectors
 from imaging.dicom.render import NotRenderable
 from imaging.models import Instance, Series, Study
@@ -35,7 +34,6 @@ STUDIES_PER_PAGE = 25
 # Viewer frame sizes are rounded up to one of these, so that phones and desktops share cached
 # renditions instead of each asking for its own exact size.
 FRAME_SIZES = (256, 384, 512, 768, 1024, 1536, 2048)
-OPENED_SERIES_SECONDS = 8 * 3600
 
 PRESETS = [
     ("default", _("Default"), None),
@@ -246,20 +244,6 @@ def _readable_series(user: User, series: Series | None) -> Series:
     return series
 
 
-def _audit_series_opened(request: HttpRequest, series: Series) -> None:
-    """One audit event per series a user opens in a session, however many frames follow;
-    cache.add is atomic, so the viewer's parallel prefetches cannot record it twice."""
-    session = request.session.session_key or ""
-    key = f"imaging:opened:{request.user.pk}:{session}:{series.pk}"
-    if cache.add(key, 1, timeout=OPENED_SERIES_SECONDS):
-        selectors.record_study_reads(
-            user=request.user,
-            studies=[series.study],
-            action=AuditEvent.Action.VIEW,
-            channel_detail={"series": series.series_instance_uid, "channel": "viewer"},
-        )
-
-
 class BadParameter(ValueError):
     """A frame request parameter that cannot be used; the message says which."""
 
@@ -305,7 +289,9 @@ def frame(request: HttpRequest, instance_id: int, frame_number: int) -> HttpResp
         size, window = _size(request.GET.get("size", "")), _window(request.GET.get("window", ""))
     except BadParameter as error:
         return HttpResponse(str(error), status=400, content_type="text/plain; charset=utf-8")
-    _audit_series_opened(request, series)
+    selectors.record_series_opened(
+        user=request.user, session_key=request.session.session_key or "", series=series
+    )
     try:
         content = rendered_frame(
             instance=instance,
@@ -373,7 +359,9 @@ def _byte_range(request: HttpRequest, path: str, content_type: str) -> HttpRespo
 @require_GET
 def series_video(request: HttpRequest, series_id: int) -> HttpResponse:
     series = _readable_series(request.user, _series(series_id))
-    _audit_series_opened(request, series)
+    selectors.record_series_opened(
+        user=request.user, session_key=request.session.session_key or "", series=series
+    )
     if series.video and default_storage.exists(series.video):
         partial = _byte_range(request, series.video, "video/mp4")
         if partial is not None:
