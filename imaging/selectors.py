@@ -18,6 +18,7 @@ from ehr.models import Patient
 from imaging.models import Instance, Series, Study
 from imaging.services.matching import candidate_patients
 from imaging.services.query import match_studies
+from telemed.compiled import CompiledQuery
 
 # A burst of reads of one study by one user (frames for a viewer) is one audit event.
 READ_BURST_SECONDS = 600
@@ -155,6 +156,24 @@ def study_for(
     )
 
 
+# Frames are asked for hundreds at a time: this look-up is compiled to SQL once.
+_instance_by_uids = CompiledQuery(
+    Instance,
+    lambda study_uid, series_uid, sop_uid: (
+        Instance.objects.filter(
+            series__study__study_instance_uid=study_uid,
+            series__series_instance_uid=series_uid,
+            sop_instance_uid=sop_uid,
+        )
+        # Not the patient: neither the check nor the audit event needs more than its id.
+        .select_related("received_file", "series__study__organization")
+        .defer("metadata")
+        .order_by()[:1]  # at most one (unique UID)
+    ),
+    arity=3,
+)
+
+
 def instance_for(
     *,
     user: User,
@@ -168,17 +187,7 @@ def instance_for(
     """The instance (with its received file, series and study) if `user` may view its study:
     the same answers and audit events as study_for followed by a look-up of the instance in
     that study, in one query when the instance exists. Its metadata is not loaded."""
-    found = list(
-        Instance.objects.filter(
-            series__study__study_instance_uid=study_uid,
-            series__series_instance_uid=series_uid,
-            sop_instance_uid=sop_uid,
-        )
-        # Not the patient: neither the check nor the audit event needs more than its id.
-        .select_related("received_file", "series__study__organization")
-        .defer("metadata")
-        .order_by()[:1]  # at most one (unique UID): no ordering to compile
-    )
+    found = _instance_by_uids(study_uid, series_uid, sop_uid)
     if not found:
         # The study decides the answer and what is audited (a refusal, or a read of a study
         # that holds no such instance).
