@@ -24,7 +24,7 @@ from django.db import (
     router,
     transaction,
 )
-from django.db.models import Count, signals
+from django.db.models import signals
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
@@ -34,6 +34,7 @@ from imaging.dicom.parse import NotDicom, ParsedInstance, parse_instance
 from imaging.models import Instance, ReceivedFile, Series, Study, UploadBatch
 from imaging.services.files import is_plain_filesystem, keep_new_file
 from imaging.services.matching import match_study_patient
+from telemed.sqlite import execute_soon_after_lock
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ def _insert_new(received: ReceivedFile) -> None:
         for field, value in zip(fields, values, strict=True)
     ]
     with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        # The ingest worker may hold SQLite's write lock: the sender waits for this row.
+        execute_soon_after_lock(connection, cursor, statement, params)
         row = connection.ops.fetch_returned_insert_columns(cursor, [])
     for field, value in zip(returning, row, strict=True):
         setattr(received, field.attname, value)
@@ -224,8 +226,7 @@ def ingest_many(received_files: list[ReceivedFile]) -> list[ReceivedFile]:
             parsed.append((received, result))
     if parsed:
         try:
-            with transaction.atomic():
-                _index_many(parsed)
+            _index_many(parsed)
         except DatabaseError:
             # Another worker indexed the same study, series or instance at the same moment
             # (IntegrityError), or one file holds a value the database refuses (DataError):
@@ -243,8 +244,7 @@ def ingest_many(received_files: list[ReceivedFile]) -> list[ReceivedFile]:
 def _index_one_with_retries(received: ReceivedFile, parsed: ParsedInstance) -> None:
     for attempt in range(3):
         try:
-            with transaction.atomic():
-                _index_many([(received, parsed)])
+            _index_many([(received, parsed)])
             return
         except IntegrityError:
             if attempt == 2:
@@ -252,22 +252,20 @@ def _index_one_with_retries(received: ReceivedFile, parsed: ParsedInstance) -> N
 
 
 def _index_many(parsed: list[tuple[ReceivedFile, ParsedInstance]]) -> None:
-    # Claim the files: a concurrent worker with the same ids waits, then finds them done.
-    claimed = set(
-        ReceivedFile.objects.select_for_update()
-        .filter(pk__in=[received.pk for received, _ in parsed], status=ReceivedFile.Status.RECEIVED)
-        .values_list("pk", flat=True)
-    )
-    parsed = [(received, result) for received, result in parsed if received.pk in claimed]
-    if not parsed:
-        return
-    now = timezone.now()
+    """Index parsed files: the rows they may join are read first, then every write is made in
+    one transaction.
+
+    On SQLite a transaction holds the database's one write lock from its start
+    (transaction_mode IMMEDIATE), and the DICOM server waits for it to keep each file a
+    modality sends: the reads are made before the lock is taken. What another worker
+    indexes in between makes the writes fail on a unique UID (IntegrityError), and the
+    caller indexes the files one by one, reading again."""
     uids = {result.instance["sop_instance_uid"] for _, result in parsed}
     known: dict[str, tuple[Instance, str]] = {
         instance.sop_instance_uid: (instance, instance.received_file.sha256)
-        for instance in Instance.objects.select_related("received_file").filter(
-            sop_instance_uid__in=uids
-        )
+        for instance in Instance.objects.select_related("received_file")
+        .defer("metadata")
+        .filter(sop_instance_uid__in=uids)
     }
     studies = {
         study.study_instance_uid: study
@@ -281,7 +279,35 @@ def _index_many(parsed: list[tuple[ReceivedFile, ParsedInstance]]) -> None:
             series_instance_uid__in={result.series["series_instance_uid"] for _, result in parsed}
         )
     }
+    # Each new instance's row, its values prepared for the database (the metadata's JSON above
+    # all) before the lock is taken; only the series is filled in under it.
+    rows = {
+        received.pk: _prepared_row(
+            Instance(received_file=received, metadata=result.metadata, **result.instance)
+        )
+        for received, result in parsed
+        if result.instance["sop_instance_uid"] not in known
+    }
+    with transaction.atomic():
+        _write_index(parsed, known=known, studies=studies, series_by_uid=series_by_uid, rows=rows)
+
+
+def _write_index(
+    parsed: list[tuple[ReceivedFile, ParsedInstance]],
+    *,
+    known: dict[str, tuple[Instance, str]],
+    studies: dict[str, Study],
+    series_by_uid: dict[str, Series],
+    rows: dict[int, tuple[Instance, list]],
+) -> None:
+    # Claim the files: a concurrent worker with the same ids waits, then finds them done.
+    claimed = _claim([received.pk for received, _ in parsed])
+    parsed = [(received, result) for received, result in parsed if received.pk in claimed]
+    if not parsed:
+        return
+    now = timezone.now()
     new_instances: list[tuple[ReceivedFile, Instance]] = []
+    new_rows: list[tuple[Instance, list]] = []
     for received, result in parsed:
         sop_uid = result.instance["sop_instance_uid"]
         received.sop_instance_uid = sop_uid
@@ -315,18 +341,85 @@ def _index_many(parsed: list[tuple[ReceivedFile, ParsedInstance]]) -> None:
         if series is None:
             series = Series.objects.create(**result.series, study=study)
             series_by_uid[series.series_instance_uid] = series
-        instance = Instance(
-            series=series, received_file=received, metadata=result.metadata, **result.instance
-        )
+        instance, _ = row = rows[received.pk]
+        instance.series = series
         known[sop_uid] = (instance, received.sha256)
         new_instances.append((received, instance))
-    Instance.objects.bulk_create([instance for _, instance in new_instances])
+        new_rows.append(row)
+    _insert_instances(new_rows)
     for received, instance in new_instances:
         received.instance = instance
         received.status = ReceivedFile.Status.INGESTED
     _save_outcomes([received for received, _ in parsed])
     for series in {instance.series_id: instance.series for _, instance in new_instances}.values():
         _recount(series)
+
+
+def _claim(received_file_ids: list[int]) -> set[int]:
+    """Those of these files still waiting, locked (PostgreSQL) until the transaction ends."""
+    table = connection.ops.quote_name(ReceivedFile._meta.db_table)
+    marks = ", ".join(["%s"] * len(received_file_ids))
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE status = %s AND id IN ({marks}){lock}",
+            [ReceivedFile.Status.RECEIVED, *received_file_ids],
+        )
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def _instance_fields() -> list:
+    meta = Instance._meta
+    return [f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated]
+
+
+def _prepared_row(instance: Instance) -> tuple[Instance, list]:
+    """A new instance and its row's values as the database takes them (what bulk_create
+    computes), the series left to fill in."""
+    return instance, [
+        None
+        if field.attname == "series_id"
+        else field.get_db_prep_save(field.pre_save(instance, True), connection)
+        for field in _instance_fields()
+    ]
+
+
+# Rows per INSERT: well under SQLite's limit of parameters in one statement.
+INSERT_ROWS = 200
+
+
+def _insert_instances(rows: list[tuple[Instance, list]]) -> None:
+    """Instance.objects.bulk_create of these rows (_prepared_row), less preparing the values
+    and compiling the statement under the write lock."""
+    if not rows:
+        return
+    if not connection.features.can_return_rows_from_bulk_insert:
+        Instance.objects.bulk_create([instance for instance, _ in rows])
+        return
+    fields = _instance_fields()
+    series_slot = [field.attname for field in fields].index("series_id")
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    uid_column = quote(Instance._meta.get_field("sop_instance_uid").column)
+    for start in range(0, len(rows), INSERT_ROWS):
+        part = rows[start : start + INSERT_ROWS]
+        params: list = []
+        for instance, values in part:
+            values[series_slot] = instance.series_id
+            params.extend(values)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {quote(Instance._meta.db_table)} ({columns}) "
+                f"VALUES {', '.join([marks] * len(part))} "
+                f"RETURNING {quote(Instance._meta.pk.column)}, {uid_column}",
+                params,
+            )
+            # Matched by UID: the order of RETURNING rows is not promised.
+            ids = {uid: pk for pk, uid in cursor.fetchall()}
+        for instance, _ in part:
+            instance.pk = ids[instance.sop_instance_uid]
+            instance._state.adding, instance._state.db = False, connection.alias
 
 
 def _save_outcomes(received_files: list[ReceivedFile]) -> None:
@@ -368,19 +461,33 @@ def _new_study(received: ReceivedFile, parsed: ParsedInstance) -> Study:
 
 
 def _recount(series: Series) -> None:
-    series.number_of_instances = series.instances.count()
-    series.save(update_fields=["number_of_instances"])
-    study = series.study
-    per_series = list(
-        Series.objects.filter(study=study)
-        .values("modality")
-        .annotate(instances=Count("instances"))
-        .values_list("modality", "instances")
+    """The series' and its study's counts, and the study's modalities, from the index (raw
+    statements: they run under the write lock, and the ORM's compiling cost more)."""
+    quote = connection.ops.quote_name
+    instances, all_series, studies = (
+        quote(model._meta.db_table) for model in (Instance, Series, Study)
     )
-    study.number_of_series = Series.objects.filter(study=study).count()
-    study.number_of_instances = sum(count for _, count in per_series)
-    study.modalities = "\\".join(sorted({modality for modality, _ in per_series if modality}))[:64]
-    study.updated_at = timezone.now()
-    study.save(
-        update_fields=["number_of_series", "number_of_instances", "modalities", "updated_at"]
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {all_series} SET number_of_instances = "
+            f"(SELECT COUNT(*) FROM {instances} WHERE series_id = %s) WHERE id = %s",
+            [series.pk, series.pk],
+        )
+        cursor.execute(
+            f"SELECT DISTINCT modality FROM {all_series} WHERE study_id = %s", [series.study_id]
+        )
+        modalities = "\\".join(sorted(modality for (modality,) in cursor.fetchall() if modality))
+        cursor.execute(
+            f"UPDATE {studies} SET "
+            f"number_of_series = (SELECT COUNT(*) FROM {all_series} WHERE study_id = %s), "
+            f"number_of_instances = (SELECT COUNT(*) FROM {instances} WHERE series_id IN "
+            f"(SELECT id FROM {all_series} WHERE study_id = %s)), "
+            "modalities = %s, updated_at = %s WHERE id = %s",
+            [
+                series.study_id,
+                series.study_id,
+                modalities[:64],
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+                series.study_id,
+            ],
+        )

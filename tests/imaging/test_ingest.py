@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.db.models.signals import post_save
 from pydicom.data import get_testdata_file
 
 from accounts.models import AuditEvent, Organization, User
 from ehr.models import Patient
 from imaging.models import Instance, ReceivedFile, Series, Study
-from imaging.services.ingest import receive_file
+from imaging.services.ingest import ingest, ingest_many, receive_file
 from tests.factories.ehr import PatientFactory
 from tests.factories.imaging import ct_dataset, ct_series, dicom_bytes
 
@@ -217,6 +218,44 @@ def test_different_file_with_same_uid_is_kept_and_flagged(
     assert "already indexed" in second.error
     assert Instance.objects.get().received_file_id == first.pk
     assert second.file.size == len(dicom_bytes(changed))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_study_indexed_by_another_worker_meanwhile_gets_every_file_once(
+    clinic: Organization,
+) -> None:
+    # A worker reads which studies exist before it takes the write lock; another worker may
+    # create the same study in between. Simulated at the database: right after this worker's
+    # read of the studies, the third file is indexed (as another worker would) and committed.
+    received = [
+        receive_file(
+            content=dicom_bytes(ds),
+            source=ReceivedFile.Source.STORE,
+            organization=clinic,
+            queue_ingest=False,
+        )
+        for ds in ct_series(3, patient_id="RACE-1")
+    ]
+    interleaved: list[str] = []
+    started = []
+
+    def other_worker_meanwhile(execute, sql, params, many, context):  # noqa: ANN001, ANN202
+        result = execute(sql, params, many, context)
+        reads_studies = sql.startswith("SELECT") and '"imaging_study"' in sql.split(" WHERE ")[0]
+        if reads_studies and not started:
+            started.append(True)
+            interleaved.append(ingest(received[2]).status)
+        return result
+
+    with connection.execute_wrapper(other_worker_meanwhile):
+        ingest_many(received[:2])
+
+    assert interleaved == [ReceivedFile.Status.INGESTED]
+    assert set(ReceivedFile.objects.values_list("status", flat=True)) == {"ingested"}
+    study = Study.objects.get()
+    assert (study.number_of_series, study.number_of_instances) == (1, 3)
+    assert Series.objects.get().number_of_instances == 3
+    assert Instance.objects.count() == 3
 
 
 @pytest.mark.parametrize(
