@@ -175,7 +175,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def session_recording(self, event: dict[str, Any]) -> None:
         # Recording on or off, who consents, why it stopped (consults/services/recording.py).
         if self.state == ADMITTED:
-            keys = ("recording", "recording_id", "started_by", "consents", "reason")
+            keys = ("recording", "recording_id", "started_by", "consents", "reason", "as_of")
             await self.send_json({"type": "recording", **{k: event[k] for k in keys}})
 
     async def media_reply(self, event: dict[str, Any]) -> None:

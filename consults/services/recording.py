@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,9 +72,15 @@ def without_consent(appointment_id: int) -> list[SessionPresence]:
 
 
 def recording_event(appointment_id: int, *, reason: str = "") -> dict[str, Any]:
-    """The channel-layer event that tells everyone in the call the recording's state."""
+    """The channel-layer event that tells everyone in the call the recording's state.
+
+    `as_of` (microseconds) is when the state was read: two moves at the same moment (both
+    doctors ticking their consent) send two events, and the one read first may reach a page
+    last; the page keeps the latest read."""
+    as_of = time.time_ns() // 1000
     recording = active_recording(appointment_id)
     return {
+        "as_of": as_of,
         "type": "session.recording",
         "recording": recording is not None,
         "recording_id": recording.pk if recording else None,

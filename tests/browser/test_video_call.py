@@ -241,6 +241,15 @@ TICK_CONSENT_THEN_A_PARTICIPANT_LIST_ARRIVES = """() => {
   return box.checked;
 }"""
 
+# Two doctors tick at the same moment: the state read before the second tick may reach a page
+# after the one read after it. The page keeps the latest read.
+AN_OLDER_STATE_ARRIVES_LATE = """() => {
+  const older = { type: "recording", recording: false, recording_id: null, started_by: "",
+                  consents: {}, reason: "", as_of: 1 };
+  document.getElementById("session").dispatchEvent(new CustomEvent("signal", { detail: older }));
+  return !document.getElementById("btn-record").disabled;
+}"""
+
 
 def test_a_consented_recording_becomes_an_mp4_on_the_consult(
     call: dict[str, Any], platform: tuple[str, dict[str, str]]
@@ -257,6 +266,7 @@ def test_a_consented_recording_becomes_an_mp4_on_the_consult(
     assert clinician.evaluate(TICK_CONSENT_THEN_A_PARTICIPANT_LIST_ARRIVES)
     assert wait_until(specialist, lambda: specialist.locator("#btn-record").is_enabled())
     assert clinician.locator("#recording-consent").is_checked()
+    assert specialist.evaluate(AN_OLDER_STATE_ARRIVES_LATE)
     specialist.click("#btn-record")
 
     # Everyone sees that the call is being recorded.

@@ -94,6 +94,8 @@ def test_recording_starts_only_with_everyones_consent_and_only_by_a_doctor(
     )
     assert sorted(seen["doctor_consents"]["consents"].values()) == [False, True]
     assert set(seen["all_consent"]["consents"].values()) == {True}
+    # Each state says when it was read: a page keeps the latest whatever order they arrive in.
+    assert seen["all_consent"]["as_of"] > seen["doctor_consents"]["as_of"]
     recording = Recording.objects.get()
     assert recording.status == Recording.Status.RECORDING
     assert recording.started_by == specialist

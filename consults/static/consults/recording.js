@@ -2,7 +2,7 @@
 // and a recording indicator everyone sees. Imported by session.js; listens to the messages
 // session.js dispatches as "signal" events on #session, sends through window.telemedSession.
 // Messages: consent {given}, record {action: "start"|"stop"} from here; "recording"
-// {recording, recording_id, started_by, consents: {key: bool}, reason} from the server
+// {recording, recording_id, started_by, consents: {key: bool}, reason, as_of} from the server
 // (consults/services/recording.py).
 
 const page = document.getElementById("session");
@@ -67,6 +67,9 @@ page.addEventListener("signal", (event) => {
     }
     render();
   } else if (message.type === "recording") {
+    // Two moves at once send two states; the one read earlier may arrive later: keep the
+    // latest read.
+    if (last && message.as_of < last.as_of) return;
     last = message;
     render();
   } else if (message.type === "error" && pendingConsent !== null) {
