@@ -6,9 +6,10 @@
 
 Both servers get the same generated data (a 512x512 16-bit CT series, and many small
 128x128 instances), sent with dcmtk's `storescu` (TCP_NODELAY=1, Nagle off on both ends), and
-are asked the same DICOMweb questions. Telemed runs as `make run` runs it (runplatform: web,
-worker, beat, DICOM server, embedded Redis, SQLite) in a scratch directory; Orthanc from
-Debian's package with its default SQLite index and the DICOMweb plugin, also in a scratch
+are asked the same DICOMweb questions. Telemed runs the process set `make run` starts
+(runplatform: web, worker, beat, DICOM server, embedded Redis, SQLite) in a scratch directory,
+configured as deployed (DEBUG off, see PRODUCTION_ENV) as Orthanc runs as its package installs
+it: Debian's, with its default SQLite index and the DICOMweb plugin, also in a scratch
 directory. Needs the Debian packages dcmtk, orthanc and orthanc-dicomweb.
 
 Both servers run at once and are measured in turns, round after round (Telemed first in odd
@@ -18,13 +19,12 @@ Telemed/Orthanc ratio of each round is printed too. Measured:
 - C-STORE ingest: from the first byte sent until every instance is queryable (QIDO-RS says
   so), instances/s and MB/s; each round sends newly generated instances (new UIDs);
 - WADO-RS: a whole series (multipart), the series metadata, and rendered JPEG frames
-  (p50/p95 over every slice) of the first round's CT series; the first round's frames are
-  first requests, later rounds ask the same frames again;
+  (p50/p95 over every slice, first requests) of the round's CT series; from the second round
+  on, the first round's frames are also asked for again;
 - with --big-gb N (one server after the other, no other measure): the peak memory (RSS, all
   processes of each server) while ingesting an N GB study;
-- with --wado-only: the CT series only, both servers up at once and the WADO-RS measures
-  taken in turns for --rounds rounds (the first round's frames are first requests, later
-  rounds ask the same frames again).
+- with --wado-only: the CT series only (sent, then the WADO-RS measures), both servers up
+  at once, in turns for --rounds rounds.
 
 Prints a Markdown table (figures and Telemed/Orthanc ratios) to paste into bench/RESULTS.md.
 """
@@ -133,20 +133,52 @@ def wait_http(url: str, timeout: float = 120, **kwargs: object) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout} s")
 
 
-def tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in kB."""
-    total, stack = 0, [pid]
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants."""
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+        found.append(current)
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{current}/task").iterdir():
                 children = (task / "children").read_text().split()
                 stack.extend(int(child) for child in children)
+    return found
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in kB."""
+    total = 0
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) used so far by a process and its descendants."""
+    total = 0
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(servers: list[Server], *, busy: float = 0.05, timeout: float = 60) -> None:
+    """Wait until every server has done its work in the background (Telemed's renditions of
+    the series just received, say): less than `busy` of a core over a second. Otherwise that
+    work would be counted in the next measure, of either server."""
+    pids = {server.name: server.process.pid for server in servers if server.process}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+        time.sleep(1)
+        if all(tree_cpu_seconds(pid) - before[name] < busy for name, pid in pids.items()):
+            return
+    print(f"still busy after {timeout:.0f} s; measuring anyway", flush=True)
 
 
 class PeakMemory:
@@ -252,10 +284,44 @@ def demo_api_token(env: dict[str, str]) -> str:
     return printed.strip().splitlines()[-1]
 
 
+# Telemed as deployed (DEBUG off), not as `make run`'s development mode: Orthanc runs as its
+# package installs it, and DEBUG makes Django log every query (on SQLite with an extra query
+# per statement to quote its parameters). With no demo world in that mode, the reader, the
+# sending modality and the token are set up here as an operator would (admin pages, then
+# `manage.py api_token`).
+PRODUCTION_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": "benchmark-only-" + "0123456789abcdef" * 4,
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "SECURE_SSL_REDIRECT": "0",  # plain HTTP on 127.0.0.1: no proxy in front
+}
+BENCH_SETUP = """
+from accounts.models import Membership, Organization, Region, User
+from accounts.services.users import grant_membership
+from imaging.models import DicomNode
+from rest_framework.authtoken.models import Token
+
+clinic, _ = Organization.objects.get_or_create(
+    name="Benchmark clinic",
+    defaults={"kind": Organization.Kind.RURAL_CLINIC, "region": Region.NARYN},
+)
+reader = User.objects.filter(email="reader@bench.example").first() or User.objects.create_user(
+    "reader@bench.example", None, full_name="Benchmark Reader"
+)
+grant_membership(user=reader, organization=clinic, role=Membership.Role.CLINICIAN, specialties=[])
+DicomNode.objects.get_or_create(
+    ae_title="BENCH_CT",
+    defaults={"organization": clinic, "host": "127.0.0.1", "description": "benchmark sender"},
+)
+print(Token.objects.get_or_create(user=reader)[0].key)
+"""
+
+
 def start_telemed(scratch: Path) -> Server:
     http_port, dicom_port, hl7_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
+        **PRODUCTION_ENV,
         "TELEMED_VAR_DIR": str(scratch),
         "DICOM_PORT": str(dicom_port),
         "HL7_PORT": str(hl7_port),
@@ -263,9 +329,19 @@ def start_telemed(scratch: Path) -> Server:
     }
     env.pop("REDIS_URL", None)
     env.pop("DATABASE_URL", None)
+    manage = [PYTHON, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    token = subprocess.run(
+        [*manage, "shell", "-c", BENCH_SETUP],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
     log = (scratch / "telemed.log").open("w")
     process = subprocess.Popen(
-        [PYTHON, "manage.py", "runplatform", "--port", str(http_port)],
+        [*manage, "runplatform", "--port", str(http_port), "--no-demo"],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -274,14 +350,13 @@ def start_telemed(scratch: Path) -> Server:
     )
     base = f"http://127.0.0.1:{http_port}"
     wait_http(f"{base}/healthz", timeout=180)
-    token = demo_api_token(env)
     server = Server(
         "Telemed",
         "TELEMED",
         dicom_port,
         f"{base}/dicomweb",
         headers={"Authorization": f"Bearer {token}"},
-        calling_aet="DEMO_CT",
+        calling_aet="BENCH_CT",
     )
     server.process = process
     # Wait for the DICOM server to accept associations.
@@ -367,7 +442,26 @@ def instance_uids(server: Server, data: dict) -> list[str]:
     return [item["00080018"]["Value"][0] for item in response.json()]
 
 
-def wado_measures(server: Server, data: dict) -> dict[str, float]:
+def frame_times(server: Server, session: requests.Session, data: dict) -> list[float]:
+    """Seconds for each rendered JPEG frame of the series, one after the other."""
+    series_url = f"{server.base}/studies/{data['study']}/series/{data['series']}"
+    times = []
+    for uid in instance_uids(server, data):
+        started = time.perf_counter()
+        response = session.get(
+            f"{series_url}/instances/{uid}/frames/1/rendered",
+            headers={"Accept": "image/jpeg"},
+            timeout=60,
+        )
+        times.append(time.perf_counter() - started)
+        response.raise_for_status()
+        assert response.content[:3] == b"\xff\xd8\xff", server.name
+    return times
+
+
+def wado_measures(server: Server, data: dict, again: dict | None = None) -> dict[str, float]:
+    """Metadata, whole series and first-request frames of `data` (the round's CT series), and
+    frames of `again` (an earlier round's, rendered before) asked for again."""
     series_url = f"{server.base}/studies/{data['study']}/series/{data['series']}"
     session = requests.Session()
     session.headers.update(server.headers)
@@ -390,27 +484,23 @@ def wado_measures(server: Server, data: dict) -> dict[str, float]:
             received = sum(len(chunk) for chunk in response.iter_content(1 << 20))
             assert received >= data["bytes"] * 0.9, (server.name, received)
 
-    uids = instance_uids(server, data)
     metadata()  # warm caches once, as a viewer's second visit would
-    frame_times = []
-    for uid in uids:
-        started = time.perf_counter()
-        response = session.get(
-            f"{series_url}/instances/{uid}/frames/1/rendered",
-            headers={"Accept": "image/jpeg"},
-            timeout=60,
-        )
-        frame_times.append(time.perf_counter() - started)
-        response.raise_for_status()
-        assert response.content[:3] == b"\xff\xd8\xff", server.name
+    first = frame_times(server, session, data)
+    measures = {
+        "frame_p50_ms": percentile(first, 0.5) * 1000,
+        "frame_p95_ms": percentile(first, 0.95) * 1000,
+    }
+    if again is not None:
+        repeated = frame_times(server, session, again)
+        measures["again_frame_p50_ms"] = percentile(repeated, 0.5) * 1000
+        measures["again_frame_p95_ms"] = percentile(repeated, 0.95) * 1000
     metadata_times = timed(metadata, 5)
     series_times = timed(whole_series, 3)
     return {
         "metadata_s": statistics.median(metadata_times),
         "series_s": statistics.median(series_times),
         "series_mb_s": data["bytes"] / 2**20 / statistics.median(series_times),
-        "frame_p50_ms": percentile(frame_times, 0.5) * 1000,
-        "frame_p95_ms": percentile(frame_times, 0.95) * 1000,
+        **measures,
     }
 
 
@@ -456,6 +546,11 @@ def bench_interleaved(
         running(start_orthanc, scratch / "orthanc") as orthanc,
     ):
         servers = {"telemed": telemed, "orthanc": orthanc}
+        # Warm-up, not measured: the first instances a server receives also load code and
+        # open files and connections (Telemed's worker processes import their libraries).
+        warm_up = write_series(scratch / "warm-up", count=20, size=128, patient_id="WARM-UP")
+        for server in servers.values():
+            store_until_queryable(server, warm_up)
         for number in range(rounds):
             datasets = make_datasets(scratch / f"data-{number}")  # type: ignore[operator]
             first = first or datasets
@@ -463,32 +558,30 @@ def bench_interleaved(
             measures: dict[str, dict] = {name: {} for name in names}
             for label, data in datasets.items():
                 for name in order:
+                    wait_quiet(list(servers.values()))
                     seconds = store_until_queryable(servers[name], data)
                     measures[name][f"{label}_inst_s"] = data["count"] / seconds
                     measures[name][f"{label}_mb_s"] = data["bytes"] / 2**20 / seconds
             for name in order:
-                measures[name].update(wado_measures(servers[name], first["ct"]))
+                wait_quiet(list(servers.values()))
+                again = first["ct"] if number else None
+                measures[name].update(wado_measures(servers[name], datasets["ct"], again))
                 runs[name].append(measures[name])
             print(f"round {number + 1}: {json.dumps(measures)}", flush=True)
             for data in datasets.values():  # stored by both: the files are not needed again
                 shutil.rmtree(data["dir"], ignore_errors=True)
     results: dict[str, dict] = {name: {} for name in names}
     ratios: dict[str, list[float]] = {}
-    for key in runs["telemed"][0]:
-        for name in names:
-            results[name][key] = statistics.median(run[key] for run in runs[name])
-        ratios[key] = [
-            t[key] / o[key] for t, o in zip(runs["telemed"], runs["orthanc"], strict=True)
+    keys = dict.fromkeys(key for run in runs["telemed"] for key in run)  # frames asked again: 2+
+    for key in keys:
+        pairs = [
+            (t[key], o[key])
+            for t, o in zip(runs["telemed"], runs["orthanc"], strict=True)
+            if key in t and key in o
         ]
-    # Rendered frames: the first round renders them, later rounds read what was kept.
-    for name in names:
-        results[name]["frame_p50_ms"] = runs[name][0]["frame_p50_ms"]
-        results[name]["frame_p95_ms"] = runs[name][0]["frame_p95_ms"]
-        if rounds > 1:
-            for key in ("frame_p50_ms", "frame_p95_ms"):
-                results[name][f"again_{key}"] = statistics.median(r[key] for r in runs[name][1:])
-    for key in ("frame_p50_ms", "frame_p95_ms"):
-        ratios[f"again_{key}"], ratios[key] = ratios[key][1:], ratios[key][:1]
+        results["telemed"][key] = statistics.median(t for t, _ in pairs)
+        results["orthanc"][key] = statistics.median(o for _, o in pairs)
+        ratios[key] = [t / o for t, o in pairs]
     return results, ratios, first
 
 
@@ -501,8 +594,8 @@ ROWS = [
     ("series_s", "WADO-RS whole CT series (s)", False),
     ("series_mb_s", "WADO-RS whole CT series (MB/s)", True),
     ("metadata_s", "WADO-RS series metadata (s)", False),
-    ("frame_p50_ms", "WADO-RS rendered JPEG frame p50 (ms)", False),
-    ("frame_p95_ms", "WADO-RS rendered JPEG frame p95 (ms)", False),
+    ("frame_p50_ms", "WADO-RS rendered JPEG frame, first request, p50 (ms)", False),
+    ("frame_p95_ms", "WADO-RS rendered JPEG frame, first request, p95 (ms)", False),
     ("again_frame_p50_ms", "WADO-RS rendered JPEG frame asked again p50 (ms)", False),
     ("again_frame_p95_ms", "WADO-RS rendered JPEG frame asked again p95 (ms)", False),
     ("big_start_rss_mb", "Memory of all processes before the big study (MB)", False),

@@ -34,6 +34,7 @@ from imaging.dicom.parse import NotDicom, ParsedInstance, parse_instance
 from imaging.models import Instance, ReceivedFile, Series, Study, UploadBatch
 from imaging.services.files import is_plain_filesystem, keep_new_file
 from imaging.services.matching import match_study_patient
+from imaging.services.renditions import queue_render
 from telemed.sqlite import execute_soon_after_lock
 
 logger = logging.getLogger(__name__)
@@ -185,27 +186,26 @@ def ingest_received_files(*, received_file_ids: list[int]) -> int:
     """Index those of these files still waiting, a chunk per transaction, then queue the
     renditions of each series that gained images (once per series, not once per instance).
     Returns how many were waiting."""
-    from imaging.tasks import render_series
-
-    waiting = list(
-        ReceivedFile.objects.filter(
-            pk__in=received_file_ids, status=ReceivedFile.Status.RECEIVED
-        ).values_list("pk", flat=True)
-    )
     series_ids = set()
-    for start in range(0, len(waiting), INGEST_CHUNK):
+    waiting = 0
+    for start in range(0, len(received_file_ids), INGEST_CHUNK):
         # One chunk in memory at a time: an indexed file holds its instance's metadata, and
         # hundreds of those kept to the end made the garbage collector walk them again and again.
-        chunk = ReceivedFile.objects.filter(pk__in=waiting[start : start + INGEST_CHUNK])
-        for received in ingest_many(
-            list(chunk.select_related("organization", "batch", "received_by"))
-        ):
+        # (Their organization, batch and sender are loaded only for a new study.)
+        chunk = list(
+            ReceivedFile.objects.filter(
+                pk__in=received_file_ids[start : start + INGEST_CHUNK],
+                status=ReceivedFile.Status.RECEIVED,
+            )
+        )
+        waiting += len(chunk)
+        for received in ingest_many(chunk):
             if received.status == ReceivedFile.Status.INGESTED:
                 series_ids.add(received.instance.series_id)
     # Called by the worker outside any transaction: each chunk is committed already.
     for series_id in sorted(series_ids):
-        render_series.delay(series_id)
-    return len(waiting)
+        queue_render(series_id)
+    return waiting
 
 
 def ingest(received: ReceivedFile) -> ReceivedFile:

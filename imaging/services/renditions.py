@@ -85,6 +85,26 @@ def _make_renditions(series: Series, count: int) -> None:
     series.save(update_fields=[*updates, "rendered_for"])
 
 
+# While a run is queued and has not started, indexing more of the series queues none: that run
+# will see them (they are committed before it starts). A flag lost with its task (a broker
+# restart) lapses after this long.
+QUEUED_FLAG_SECONDS = 60
+
+
+def _queued_key(series_id: int) -> str:
+    return f"imaging:render-waiting:{series_id}"
+
+
+def queue_render(series_id: int) -> None:
+    """Queue render_series for a series that gained instances (see QUEUED_FLAG_SECONDS): a
+    C-STORE of thousands of instances is indexed in batches, and a task per batch cost the
+    worker more than the renditions."""
+    from imaging.tasks import render_series as render_series_task
+
+    if cache.add(_queued_key(series_id), 1, timeout=QUEUED_FLAG_SECONDS):
+        render_series_task.delay(series_id)
+
+
 def render_series(*, series_id: int) -> None:
     """Make the series' thumbnail, preview and (for cine) video if instances arrived since.
 
@@ -94,6 +114,7 @@ def render_series(*, series_id: int) -> None:
     """
     from imaging.tasks import render_series as render_series_task
 
+    cache.delete(_queued_key(series_id))  # before reading the count: later batches queue anew
     series = Series.objects.filter(pk=series_id).first()
     if series is None:
         return

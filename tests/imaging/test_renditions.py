@@ -9,6 +9,7 @@ from typing import Any
 
 import av
 import pytest
+from django.core.cache import cache
 from django.core.files.storage import default_storage
 from PIL import Image
 
@@ -17,7 +18,7 @@ from imaging.demo import ct_slices, ultrasound_cine
 from imaging.dicom.render import NotRenderable
 from imaging.models import Instance, ReceivedFile, Series
 from imaging.services.ingest import ingest, receive_file
-from imaging.services.renditions import render_series, rendered_frame
+from imaging.services.renditions import _queued_key, render_series, rendered_frame
 from tests.factories.imaging import ct_series, dicom_bytes
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +101,27 @@ def test_render_series_is_a_no_op_when_nothing_changed(
 
     assert Series.objects.get().thumbnail == series.thumbnail
     assert not default_storage.exists(series.thumbnail)
+
+
+def test_batches_indexed_while_a_render_waits_queue_no_other(
+    clinic: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    slices = ct_series(4, size=64)
+    _receive_all(slices[:2], clinic, django_capture_on_commit_callbacks)
+    series = Series.objects.get()
+    assert series.rendered_for == 2
+    # A render of the series is queued and has not started (the worker is busy): the next
+    # batch leaves it to that run, which will see it.
+    cache.set(_queued_key(series.pk), 1)
+    _receive_all(slices[2:3], clinic, django_capture_on_commit_callbacks)
+    assert Series.objects.get().rendered_for == 2
+
+    # The queued run starts, and renders every instance indexed so far.
+    render_series(series_id=series.pk)
+    assert Series.objects.get().rendered_for == 3
+    # Once it has started, the next batch queues a run of its own.
+    _receive_all(slices[3:], clinic, django_capture_on_commit_callbacks)
+    assert Series.objects.get().rendered_for == 4
 
 
 def test_rendered_frame_is_cached_and_differs_per_window(
