@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -13,6 +12,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 
 from consults.models import Appointment
+from consults.services.ice import ice_servers_for
 from consults.services.signaling import MAX_CHAT_CHARS, join_keys_of, member_for
 
 BISHKEK = ZoneInfo("Asia/Bishkek")
@@ -33,7 +33,7 @@ def session_page(request: HttpRequest, appointment_id: int) -> HttpResponse:
     appointment = Appointment.objects.select_related("specialist").get(pk=appointment_id)
     config: dict[str, Any] = {
         "socketPath": f"/ws/sessions/{appointment_id}/",
-        "iceServers": settings.WEBRTC_ICE_SERVERS,
+        "iceServers": ice_servers_for(member.key),
         "participantKey": member.key,
         "isClinician": member.is_clinician_side,
         "maxChat": MAX_CHAT_CHARS,

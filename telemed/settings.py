@@ -393,6 +393,11 @@ except ValueError:
     raise ImproperlyConfigured("WEBRTC_ICE_SERVERS is not a JSON list") from None
 if not isinstance(WEBRTC_ICE_SERVERS, list):
     raise ImproperlyConfigured("WEBRTC_ICE_SERVERS is not a JSON list")
+# The TURN server's shared secret (coturn: use-auth-secret, static-auth-secret): TURN entries
+# above without a username then get short-lived credentials per call page and broker room
+# (consults/services/ice.py), valid this long.
+WEBRTC_TURN_SECRET = env_str("WEBRTC_TURN_SECRET")
+WEBRTC_TURN_CREDENTIAL_SECONDS = env_int("WEBRTC_TURN_CREDENTIAL_SECONDS", 12 * 3600)
 
 # --- Security (production: DEBUG off) -------------------------------------------------------
 

@@ -84,7 +84,7 @@ class MediaServer:
     def __init__(
         self,
         channel_layer: Any,
-        ice_servers: list[RTCIceServer] | None = None,
+        ice_servers: list[RTCIceServer] | Callable[[], list[RTCIceServer]] | None = None,
         *,
         recording_dir: Path | str | None = None,
         on_recording_done: RecordingDone | None = None,
@@ -98,7 +98,8 @@ class MediaServer:
         self.on_recording_done: RecordingDone = on_recording_done or queue_composition
         # appointment id -> the recorder of that room while it records
         self.recorders: dict[str, Recorder] = {}
-        self.ice_servers: list[RTCIceServer] = list(ice_servers or [])
+        # A list, or a function called for each new room (short-lived TURN credentials).
+        self.ice_servers = ice_servers if callable(ice_servers) else list(ice_servers or [])
         self.rooms: dict[str, Room] = {}
         self.channel_name: str | None = None
         self._stopping = asyncio.Event()
@@ -289,7 +290,8 @@ class MediaServer:
             async def on_signal(key: str, signal: dict[str, Any]) -> None:
                 await self._reply(appointment_id, key, signal)
 
-            room = self.rooms[appointment_id] = Room(self.ice_servers, on_signal=on_signal)
+            servers = self.ice_servers() if callable(self.ice_servers) else self.ice_servers
+            room = self.rooms[appointment_id] = Room(servers, on_signal=on_signal)
         return room
 
     async def _reply(self, appointment_id: str, key: str, signal: dict[str, Any]) -> None:

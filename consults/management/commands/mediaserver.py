@@ -17,12 +17,12 @@ from typing import Any
 
 from aiortc import RTCIceServer
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.conf import settings
 from django.core.cache import caches
 from django.core.management.base import BaseCommand
 
 from consults.media.claims import RoomClaims
 from consults.media.server import MediaServer
+from consults.services.ice import ice_servers_for
 from telemed.health import record_heartbeat
 from telemed.heap import freeze_startup_objects
 
@@ -32,8 +32,10 @@ HEARTBEAT_SECONDS = 10
 
 
 def ice_servers_from_settings() -> list[RTCIceServer]:
+    """The ICE servers of a new room: settings.WEBRTC_ICE_SERVERS, TURN credentials made now
+    when they are short-lived (consults/services/ice.py)."""
     servers = []
-    for entry in getattr(settings, "WEBRTC_ICE_SERVERS", []) or []:
+    for entry in ice_servers_for("broker"):
         servers.append(
             RTCIceServer(
                 urls=entry["urls"],
@@ -61,7 +63,7 @@ class Command(BaseCommand):
             )
         # Rooms are shared out among the site's brokers through the cache (Redis).
         claims = RoomClaims(caches["default"])
-        server = MediaServer(layer, ice_servers=ice_servers_from_settings(), claims=claims)
+        server = MediaServer(layer, ice_servers=ice_servers_from_settings, claims=claims)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.stop)
