@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 from celery.beat import PersistentScheduler
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemed.settings")
 
@@ -22,6 +22,19 @@ def _freeze_startup_objects(**kwargs: Any) -> None:
     from telemed.heap import freeze_startup_objects
 
     freeze_startup_objects()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_connections(sender: Any = None, **kwargs: Any) -> None:
+    """Between tasks, what Django does between requests: close connections that are broken or
+    older than CONN_MAX_AGE; keep the others (see CELERY_DB_REUSE_MAX in the settings). Not
+    for a task run in-process (no broker): it may be inside the caller's transaction."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 class HeartbeatScheduler(PersistentScheduler):

@@ -180,6 +180,12 @@ CELERY_TASK_ROUTES = {
     "imaging.export_tasks.*": {"queue": "media"},
 }
 CELERY_TASK_ACKS_LATE = True
+# Celery's Django fixup closes every database connection before and after each task unless
+# this is set (then it closes them every this many tasks): a new SQLite connection per task,
+# a new PostgreSQL backend per task. The worker keeps its connections as DATABASE_CONN_MAX_AGE
+# says instead; telemed/celery.py closes old or broken ones between tasks, as Django does
+# between requests.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
