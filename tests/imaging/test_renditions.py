@@ -41,6 +41,14 @@ def _image(path: str) -> Image.Image:
     return image
 
 
+def _cached_frames(instance: Instance) -> list[str]:
+    """The storage names of every file in the instance's rendered-frame cache."""
+    folder = f"imaging/renditions/frames/{instance.sop_instance_uid}"
+    (version,), _ = default_storage.listdir(folder)
+    _, names = default_storage.listdir(f"{folder}/{version}")
+    return [f"{folder}/{version}/{name}" for name in names]
+
+
 def test_thumbnail_and_preview_are_made_after_ingest(
     clinic: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -137,10 +145,7 @@ def test_rendered_frame_is_cached_and_differs_per_window(
     assert brain == again
     assert brain != bone
     assert Image.open(io.BytesIO(brain)).size == (32, 32)
-    folder = f"imaging/renditions/frames/{instance.sop_instance_uid}"
-    (version,), _ = default_storage.listdir(folder)
-    _, cached = default_storage.listdir(f"{folder}/{version}")
-    assert len(cached) == 2
+    assert len(_cached_frames(instance)) == 2
 
 
 def test_a_frame_rendered_once_is_read_from_its_cached_file_after(
@@ -150,10 +155,8 @@ def test_a_frame_rendered_once_is_read_from_its_cached_file_after(
     _receive_all(ct_series(1, size=64), clinic, django_capture_on_commit_callbacks)
     instance = Instance.objects.get()
     rendered_frame(instance=instance, window=(40, 80))
-    folder = f"imaging/renditions/frames/{instance.sop_instance_uid}"
-    (version,), _ = default_storage.listdir(folder)
-    (name,) = default_storage.listdir(f"{folder}/{version}")[1]
-    path = default_storage.path(f"{folder}/{version}/{name}")
+    (name,) = _cached_frames(instance)
+    path = default_storage.path(name)
     assert os.stat(path).st_mode & 0o777 == 0o640
     with open(path, "wb") as stream:  # what the cache holds is what is served
         stream.write(b"cached picture")
@@ -168,23 +171,21 @@ def test_a_frame_kept_for_later_is_served_at_once_and_cached_soon_after(
     _receive_all(ct_series(1, size=64), clinic, django_capture_on_commit_callbacks)
     instance = Instance.objects.get()
     made_now = rendered_frame(instance=instance, window=(40, 80), viewport=(32, 32))
-    folder = f"imaging/renditions/frames/{instance.sop_instance_uid}"
-    (version,), _ = default_storage.listdir(folder)
-    for name in default_storage.listdir(f"{folder}/{version}")[1]:
-        default_storage.delete(f"{folder}/{version}/{name}")
+    for name in _cached_frames(instance):
+        default_storage.delete(name)
 
     later = rendered_frame(instance=instance, window=(40, 80), viewport=(32, 32), keep_later=True)
 
     assert later == made_now
 
-    def kept() -> list[str]:
-        return [n for n in default_storage.listdir(f"{folder}/{version}")[1] if n[0] != "."]
+    def kept() -> list[str]:  # not a file still being written (a dot name until renamed)
+        return [name for name in _cached_frames(instance) if "/." not in name]
 
     deadline = time.monotonic() + 10
     while not kept() and time.monotonic() < deadline:
         time.sleep(0.01)
     (name,) = kept()
-    with default_storage.open(f"{folder}/{version}/{name}", "rb") as stream:
+    with default_storage.open(name, "rb") as stream:
         assert stream.read() == made_now
 
 
