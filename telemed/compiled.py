@@ -9,7 +9,8 @@ and turns the rows into model instances as the ORM does (select_related and defe
 included).
 
 Only for plain lookups: each value must reach the SQL as a parameter of its own, unchanged
-(exact matches on text and numbers; not `__contains`, whose pattern the ORM rewrites).
+(exact matches on text fields: the stand-in is a string; not `__contains`, whose pattern the
+ORM rewrites). Anything else is refused when the query is first compiled.
 """
 
 from __future__ import annotations

@@ -34,11 +34,11 @@ def turn_credentials(secret: str, who: str, expires: int) -> tuple[str, str]:
     return username, base64.b64encode(digest).decode("ascii")
 
 
-def ice_servers_for(who: str, *, now: float | None = None) -> list[dict[str, Any]]:
+def ice_servers_for(who: str) -> list[dict[str, Any]]:
     """settings.WEBRTC_ICE_SERVERS for one participant (or the broker), as RTCPeerConnection
     takes them, with credentials made for `who` where the module's description says."""
     secret = settings.WEBRTC_TURN_SECRET
-    expires = int(now if now is not None else time.time()) + settings.WEBRTC_TURN_CREDENTIAL_SECONDS
+    expires = int(time.time()) + settings.WEBRTC_TURN_CREDENTIAL_SECONDS
     servers = []
     for entry in settings.WEBRTC_ICE_SERVERS:
         server = dict(entry)
